@@ -1,0 +1,76 @@
+"""From a config to model-ready arrays: load → clean → sequences → leave-last-out → arrays.
+
+Every launcher goes through ``prepare_data(cfg)`` so they all see the same split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from genrec_jax.data.batching import Batcher
+from genrec_jax.data.events import clean
+from genrec_jax.data.readers import load_events
+from genrec_jax.data.sequences import (SequenceDataset, Split, build_sequences, eval_arrays,
+                                       item_popularity, leave_last_out, train_arrays)
+from genrec_jax.data.simulator import Simulator, SimulatorConfig
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class PreparedData:
+    dataset: SequenceDataset
+    split: Split
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    valid: dict[str, np.ndarray] | None
+    popularity: np.ndarray
+    repairs: dict[str, int]
+    simulator: Simulator | None = None
+
+    def train_batcher(self, batch_size: int, seed: int, arrays=None) -> Batcher:
+        """This process's share of deterministic shuffled global batches."""
+        return Batcher(self.train if arrays is None else arrays, batch_size=batch_size,
+                       seed=seed, shuffle=True, process_index=jax.process_index(),
+                       process_count=jax.process_count())
+
+
+def simulator_config(cfg) -> SimulatorConfig:
+    fields = {f.name for f in dataclasses.fields(SimulatorConfig)}
+    values = {k: v for k, v in cfg.simulator.items() if k in fields}
+    if "events_per_user" in values:
+        values["events_per_user"] = tuple(values["events_per_user"])
+    return SimulatorConfig(**values)
+
+
+def load_configured_events(cfg) -> tuple[Any, Simulator | None]:
+    if cfg.dataset == "simulator":
+        sim = Simulator(simulator_config(cfg))
+        return sim.generate(), sim
+    data_dir = os.path.expanduser(str(cfg.data_dir)) if cfg.data_dir else None
+    cache_dir = os.path.expanduser(str(cfg.get("cache_dir", "~/.cache/genrec_jax")))
+    return load_events(cfg.dataset, data_dir, download=bool(cfg.get("download", False)),
+                       cache_dir=cache_dir), None
+
+
+def prepare_data(cfg) -> PreparedData:
+    events, sim = load_configured_events(cfg)
+    events, repairs = clean(events, min_events=int(cfg.data.min_events))
+    if any(repairs.values()):
+        _log.info("data repairs: %s", repairs)
+    dataset = build_sequences(events)
+    split = leave_last_out(dataset, validation=bool(cfg.data.validation))
+    max_len = int(cfg.data.max_len)
+    exclude = str(cfg.eval.exclude)
+    test = eval_arrays(split, max_len, which="test", exclude=exclude)
+    valid = (eval_arrays(split, max_len, which="valid", exclude=exclude)
+             if cfg.data.validation else None)
+    return PreparedData(dataset=dataset, split=split, train=train_arrays(split, max_len),
+                        test=test, valid=valid, popularity=item_popularity(split),
+                        repairs=repairs, simulator=sim)

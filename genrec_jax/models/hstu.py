@@ -1,0 +1,201 @@
+"""HSTU: Hierarchical Sequential Transduction Units (Zhai et al., ICML 2024).
+
+Each block is pre-norm, has no feed-forward network, and replaces softmax attention with a
+pointwise SiLU over ``q kᵀ + rab`` divided by the padded length:
+
+    x̃            = LayerNorm(x)                      (no affine, eps 1e-6)
+    u, v, q, k   = split(SiLU(x̃ W_uvqk))              (no bias, init N(0, 0.02))
+    A_h          = SiLU(q_h k_hᵀ + rab) / L · causal  (per head; L = padded length)
+    y            = x + W_o · dropout(u ⊙ LayerNorm(concat_h A_h v_h))
+
+``rab[i, j] = w_p[L − 1 + j − i] + w_t[bucket(t_query[i] − t[j])]`` is shared by the heads of a
+block, with ``bucket(Δ) = clip(floor(ln(max(|Δ|, 1)) / 0.301), 0, num_time_buckets)``.
+The query time of position ``i`` is the time of the event predicted there (the request time,
+``batch["query_timestamps"]``).
+
+Inputs are ``item_emb[ids] · √D + pos_emb[i]`` with dropout and padding rows zeroed; outputs are
+L2-normalised user vectors, and logits are cosine similarities with the L2-normalised item
+table divided by the temperature τ. The modules hold parameters only: randomness (dropout)
+comes in through an explicit key so the model is a pure function of ``(params, batch, key)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_INIT = nnx.initializers.normal(stddev=0.02)
+_LN_EPS = 1e-6
+_L2_EPS = 1e-6
+_TIME_LOG_BASE = 0.301
+
+
+@dataclasses.dataclass(frozen=True)
+class HSTUConfig:
+    """Hyper-parameters of an HSTU retrieval model (defaults: the public ML-1M configuration)."""
+
+    num_items: int
+    max_len: int = 200
+    dim: int = 50
+    num_blocks: int = 2
+    num_heads: int = 1
+    qk_dim: int = 50
+    v_dim: int = 50
+    dropout: float = 0.2
+    temperature: float = 0.05
+    num_time_buckets: int = 128
+    table_multiple: int = 1
+    rating_inputs: bool = False
+
+    def __post_init__(self):
+        for name in ("num_items", "max_len", "dim", "num_blocks", "num_heads", "qk_dim", "v_dim",
+                     "table_multiple"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"HSTUConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"HSTUConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.temperature <= 0:
+            raise ValueError(f"HSTUConfig.temperature must be > 0, got {self.temperature}")
+
+    @property
+    def table_size(self) -> int:
+        """Rows of the item table: padding row 0, items 1..num_items, then sharding padding."""
+        rows = self.num_items + 1
+        return -(-rows // self.table_multiple) * self.table_multiple
+
+
+def layer_norm(x: jax.Array) -> jax.Array:
+    """LayerNorm over the last axis without scale or bias (eps 1e-6)."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + _LN_EPS)
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+    """x / max(‖x‖, eps), written so that the gradient at x = 0 is finite (zero rows occur at
+    padding positions)."""
+    sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(sq, _L2_EPS**2))
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; the identity when ``key`` is None (evaluation) or ``rate`` is 0."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def time_buckets(query_ts: jax.Array, key_ts: jax.Array, num_buckets: int) -> jax.Array:
+    """bucket[b, i, j] = clip(floor(ln(max(|q_i − k_j|, 1)) / 0.301), 0, num_buckets)."""
+    delta = query_ts[:, :, None].astype(jnp.float32) - key_ts[:, None, :].astype(jnp.float32)
+    bucket = jnp.floor(jnp.log(jnp.maximum(jnp.abs(delta), 1.0)) / _TIME_LOG_BASE)
+    return jnp.clip(bucket, 0, num_buckets).astype(jnp.int32)
+
+
+class RelativeBias(nnx.Module):
+    """rab[b, i, j] = w_p[L − 1 + j − i] + w_t[bucket(t_query[b, i] − t[b, j])]."""
+
+    def __init__(self, max_len: int, num_time_buckets: int, *, rngs: nnx.Rngs):
+        self.max_len = max_len
+        self.num_time_buckets = num_time_buckets
+        self.position = nnx.Param(_INIT(rngs.params(), (2 * max_len - 1,)))
+        self.time = nnx.Param(_INIT(rngs.params(), (num_time_buckets + 1,)))
+
+    def __call__(self, timestamps: jax.Array, query_timestamps: jax.Array) -> jax.Array:
+        length = timestamps.shape[1]
+        i = jnp.arange(length)[:, None]
+        j = jnp.arange(length)[None, :]
+        pos = self.position[...][self.max_len - 1 + j - i]
+        buckets = time_buckets(query_timestamps, timestamps, self.num_time_buckets)
+        return pos[None] + self.time[...][buckets]
+
+
+class HSTUBlock(nnx.Module):
+    """One HSTU layer (see the module docstring for the equations)."""
+
+    def __init__(self, config: HSTUConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.num_heads, self.qk_dim, self.v_dim = c.num_heads, c.qk_dim, c.v_dim
+        self.dropout_rate = c.dropout
+        width = c.num_heads * (2 * c.v_dim + 2 * c.qk_dim)
+        self.uvqk = nnx.Linear(c.dim, width, use_bias=False, kernel_init=_INIT, rngs=rngs)
+        self.out = nnx.Linear(c.num_heads * c.v_dim, c.dim, use_bias=True, rngs=rngs)
+        self.bias = RelativeBias(c.max_len, c.num_time_buckets, rngs=rngs)
+
+    def __call__(self, x, timestamps, query_timestamps, key=None):
+        batch, length, _ = x.shape
+        h, dqk, dv = self.num_heads, self.qk_dim, self.v_dim
+        uvqk = jax.nn.silu(self.uvqk(layer_norm(x)))
+        u, v, q, k = jnp.split(uvqk, [h * dv, 2 * h * dv, 2 * h * dv + h * dqk], axis=-1)
+        q = q.reshape(batch, length, h, dqk)
+        k = k.reshape(batch, length, h, dqk)
+        v = v.reshape(batch, length, h, dv)
+        rab = self.bias(timestamps, query_timestamps)
+        scores = jnp.einsum("bihd,bjhd->bhij", q, k) + rab[:, None]
+        causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+        attn = jnp.where(causal, jax.nn.silu(scores), 0.0) / length
+        mixed = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(batch, length, h * dv)
+        return x + self.out(dropout(u * layer_norm(mixed), self.dropout_rate, key))
+
+
+class HSTU(nnx.Module):
+    """HSTU next-item model: ``encode`` gives user vectors, ``logits`` scores the catalogue."""
+
+    def __init__(self, config: HSTUConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.config = c
+        self.item_emb = nnx.Param(
+            jax.random.truncated_normal(rngs.params(), -2.0, 2.0, (c.table_size, c.dim)) * 0.02)
+        self.pos_emb = nnx.Param(_INIT(rngs.params(), (c.max_len, c.dim)))
+        if c.rating_inputs:
+            # Ratings enter on a half-star grid: level = round(2 · rating), 0 = no rating.
+            self.rating_emb = nnx.Param(_INIT(rngs.params(), (11, c.dim)))
+        self.blocks = nnx.List([HSTUBlock(c, rngs=rngs) for _ in range(c.num_blocks)])
+
+    def embed(self, batch, key=None) -> jax.Array:
+        c = self.config
+        ids = batch["inputs"]
+        x = self.item_emb[...][ids] * math.sqrt(c.dim) + self.pos_emb[...][: ids.shape[1]][None]
+        if c.rating_inputs:
+            levels = jnp.clip(jnp.round(2.0 * batch["ratings"]), 0, 10).astype(jnp.int32)
+            x = x + self.rating_emb[...][levels]
+        x = dropout(x, c.dropout, key)
+        return jnp.where((ids != 0)[..., None], x, 0.0)
+
+    def encode(self, batch, *, dropout_key: jax.Array | None = None) -> jax.Array:
+        """[B, L] batch → [B, L, D] L2-normalised user vectors (position i sees events ≤ i)."""
+        keys = (None,) * (len(self.blocks) + 1)
+        if dropout_key is not None:
+            keys = tuple(jax.random.split(dropout_key, len(self.blocks) + 1))
+        x = self.embed(batch, keys[0])
+        for block, key in zip(self.blocks, keys[1:]):
+            x = block(x, batch["timestamps"], batch["query_timestamps"], key)
+        return l2_normalize(x)
+
+    def item_vectors(self) -> jax.Array:
+        """[V_table, D] L2-normalised item table (row 0 and rows > num_items are not items)."""
+        return l2_normalize(self.item_emb[...])
+
+    def valid_items(self) -> jax.Array:
+        """[V_table] bool: True for the real items 1..num_items."""
+        rows = jnp.arange(self.config.table_size)
+        return (rows >= 1) & (rows <= self.config.num_items)
+
+    def logits(self, user_vectors: jax.Array) -> jax.Array:
+        """[..., D] → [..., V_table] cosine / τ, with non-item rows at −inf."""
+        scores = user_vectors @ self.item_vectors().T / self.config.temperature
+        return jnp.where(self.valid_items(), scores, -jnp.inf)
+
+    def last_position(self, user_vectors: jax.Array, lengths: jax.Array) -> jax.Array:
+        """[B, L, D] → [B, D] at position ``lengths − 1`` (position 0 when a row is empty)."""
+        index = jnp.maximum(lengths - 1, 0)[:, None, None]
+        return jnp.take_along_axis(user_vectors, index, axis=1)[:, 0]
+
+    def next_item_logits(self, batch) -> jax.Array:
+        """Scores [B, V_table] for the item following each row's last event."""
+        return self.logits(self.last_position(self.encode(batch), batch["lengths"]))

@@ -1,0 +1,254 @@
+"""Reward model: an HSTU encoder over the rated history and a head that predicts a rating.
+
+    model = RewardModel(RewardConfig(num_items=1682, rating_scale=(1.0, 5.0)), rngs=nnx.Rngs(0))
+    r_pos = model.predict_positions(batch)          # [B, L] rating of batch["targets"] at each i
+    r_new = model.score(batch, items)               # [B, K] ratings of candidates after the history
+
+Encoder. ``HSTU(rating_inputs=True)`` (the project's encoder, not a copy): the input at position ``j``
+is ``item_emb[inputs_j]·√D + pos_emb[j] + rating_emb[round(2·ratings_j)]``; causal attention makes
+the user vector ``h_i`` (L2-normalised, ``[D]``) a function of events ``0..i`` and of their ratings
+only. ``ratings_j = 0`` means "rating unknown" (used for events whose rating is held out).
+
+Head. For a user vector ``h`` and a candidate item ``c`` with the encoder's (tied, L2-normalised)
+item vector ``e_c``:
+
+    x      = [ √D·h, √D·e_c, D·(h ⊙ e_c), f ]                           (3D + 3 features)
+    z      = W₂ SiLU(W₁ x + b₁) + b₂ + g · item_bias[c]                  ([out])
+    f      = [ (m̄ − mid)/half, 1[n > 0], log(1+n)/log(1+L) ]
+
+where ``n`` is the number of rated events at positions ``≤ i`` and ``m̄`` their mean rating (the
+running user mean, a feature an attention normalised by the padded length represents poorly),
+``mid``/``half`` the centre and half-width of the scale ``[lo, hi]``. The per-item bias is
+stored divided by a gain ``g = bias_gain`` (default 10): with Adam every parameter moves about
+``lr`` per step, and item biases of ±1 star would otherwise need ~1000 steps to appear. ``b₂``
+starts at the training ratings' prior (``rating_prior``: class frequencies) when one is given.
+Two heads:
+
+- ``head="regression"``: ``out = 1``, ``r̂ = lo + (hi − lo)·σ(z)``; loss ``(r̂ − r)²``.
+- ``head="ordinal"``: ``out = K`` scale bins ``v_k = lo + k·step`` (K = 5 on a 1–5 star scale);
+  ``p = softmax(z)``, ``r̂ = Σ_k p_k v_k``; loss = cross-entropy of the bin ``round((r − lo)/step)``.
+
+Both predictions lie in ``[lo, hi]`` by construction. Losses are per position; the mask is
+``batch["weights"] > 0`` (positions without a target, held-out events and, in an ensemble, users
+outside a member's bootstrap half weigh 0).
+
+Head choice: TBD (measurements pending).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genrec_jax.models.hstu import HSTU, HSTUConfig
+
+HEADS = ("regression", "ordinal")
+NUM_HISTORY_FEATURES = 3
+_INIT = nnx.initializers.normal(stddev=0.02)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+    """Hyper-parameters of a reward model. The encoder fields mirror :class:`HSTUConfig`."""
+
+    num_items: int
+    max_len: int = 200
+    dim: int = 50
+    num_blocks: int = 2
+    num_heads: int = 1
+    qk_dim: int = 50
+    v_dim: int = 50
+    dropout: float = 0.2
+    num_time_buckets: int = 128
+    table_multiple: int = 1
+    rating_scale: tuple[float, float] = (1.0, 5.0)
+    rating_step: float = 1.0
+    head: str = "regression"
+    hidden_dim: int = 64
+    rating_prior: tuple[float, ...] = ()
+    bias_gain: float = 10.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "rating_scale", tuple(float(v) for v in self.rating_scale))
+        object.__setattr__(self, "rating_prior", tuple(float(v) for v in self.rating_prior))
+        if self.head not in HEADS:
+            raise ValueError(f"RewardConfig.head must be one of {HEADS}, got {self.head!r}")
+        lo, hi = self.rating_scale
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"RewardConfig.rating_scale must be (lo, hi) with lo < hi, "
+                             f"got {self.rating_scale}")
+        if lo <= 0:
+            raise ValueError(f"RewardConfig.rating_scale lo must be > 0 (0 encodes 'no rating' "
+                             f"in the HSTU rating input), got {lo}")
+        if not self.rating_step > 0:
+            raise ValueError(f"RewardConfig.rating_step must be > 0, got {self.rating_step}")
+        bins = (hi - lo) / self.rating_step
+        if abs(bins - round(bins)) > 1e-6:
+            raise ValueError(f"RewardConfig.rating_step {self.rating_step} must divide the scale "
+                             f"width {hi - lo}")
+        if self.rating_prior and (len(self.rating_prior) != self.num_classes
+                                  or min(self.rating_prior) < 0 or sum(self.rating_prior) <= 0):
+            raise ValueError(f"RewardConfig.rating_prior must hold {self.num_classes} "
+                             f"non-negative class frequencies, got {self.rating_prior}")
+        if not self.bias_gain > 0:
+            raise ValueError(f"RewardConfig.bias_gain must be > 0, got {self.bias_gain}")
+        if int(self.hidden_dim) < 1:
+            raise ValueError(f"RewardConfig.hidden_dim must be >= 1, got {self.hidden_dim}")
+        self.hstu()  # validates the encoder fields
+
+    def hstu(self) -> HSTUConfig:
+        """The encoder's configuration (an HSTU with rating inputs)."""
+        return HSTUConfig(num_items=self.num_items, max_len=self.max_len, dim=self.dim,
+                          num_blocks=self.num_blocks, num_heads=self.num_heads,
+                          qk_dim=self.qk_dim, v_dim=self.v_dim, dropout=self.dropout,
+                          num_time_buckets=self.num_time_buckets,
+                          table_multiple=self.table_multiple, rating_inputs=True)
+
+    @property
+    def num_classes(self) -> int:
+        lo, hi = self.rating_scale
+        return int(round((hi - lo) / self.rating_step)) + 1
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.head == "regression" else self.num_classes
+
+    def class_values(self) -> jax.Array:
+        """[K] ratings of the ordinal head's bins: lo, lo + step, …, hi."""
+        lo = self.rating_scale[0]
+        return lo + self.rating_step * jnp.arange(self.num_classes, dtype=jnp.float32)
+
+    def initial_output_bias(self) -> jax.Array:
+        """[out] output bias at init: the prior's mean rating (regression, as a logit) or its
+        log class frequencies (ordinal); zeros without a prior."""
+        if not self.rating_prior:
+            return jnp.zeros((self.num_outputs,), jnp.float32)
+        p = jnp.asarray(self.rating_prior, jnp.float32)
+        p = jnp.maximum(p / jnp.sum(p), 1e-4)
+        if self.head == "ordinal":
+            return jnp.log(p / jnp.sum(p))
+        lo, hi = self.rating_scale
+        frac = jnp.clip((jnp.sum(p * self.class_values()) / jnp.sum(p) - lo) / (hi - lo),
+                        1e-3, 1 - 1e-3)
+        return jnp.log(frac / (1 - frac))[None]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["rating_scale"] = list(d["rating_scale"])
+        d["rating_prior"] = list(d["rating_prior"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RewardConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if k in ("rating_scale", "rating_prior") else v)
+                      for k, v in d.items() if k in fields})
+
+
+def history_features(batch, config: RewardConfig) -> jax.Array:
+    """[B, L, 3] running statistics of the rated events at positions ≤ i (see module docstring)."""
+    ratings = batch["ratings"].astype(jnp.float32)
+    rated = (batch["inputs"] != 0) & (ratings > 0)
+    count = jnp.cumsum(rated.astype(jnp.float32), axis=1)
+    total = jnp.cumsum(jnp.where(rated, ratings, 0.0), axis=1)
+    lo, hi = config.rating_scale
+    mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    mean = jnp.where(count > 0, total / jnp.maximum(count, 1.0), mid)
+    length = ratings.shape[1]
+    return jnp.stack([(mean - mid) / half, (count > 0).astype(jnp.float32),
+                      jnp.log1p(count) / math.log1p(length)], axis=-1)
+
+
+class RewardModel(nnx.Module):
+    """HSTU encoder with rating inputs + a rating head (parameters only, no RNG state)."""
+
+    def __init__(self, config: RewardConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.config = c
+        self.encoder = HSTU(c.hstu(), rngs=rngs)
+        width = 3 * c.dim + NUM_HISTORY_FEATURES
+        self.hidden = nnx.Linear(width, c.hidden_dim, kernel_init=nnx.initializers.lecun_normal(),
+                                 rngs=rngs)
+        self.output = nnx.Linear(c.hidden_dim, c.num_outputs, kernel_init=_INIT, rngs=rngs)
+        self.output.bias[...] = c.initial_output_bias()
+        self.item_bias = nnx.Param(jnp.zeros((c.hstu().table_size, c.num_outputs), jnp.float32))
+
+    # ------------------------------------------------------------------ head
+
+    def head_outputs(self, user_vecs: jax.Array, feats: jax.Array, items: jax.Array) -> jax.Array:
+        """``user_vecs [..., D]``, ``feats [..., F]`` and ``items [...]`` → raw outputs ``[..., out]``."""
+        d = self.config.dim
+        e = self.encoder.item_vectors()[items]
+        x = jnp.concatenate([math.sqrt(d) * user_vecs, math.sqrt(d) * e, d * user_vecs * e, feats],
+                            axis=-1)
+        bias = self.config.bias_gain * self.item_bias[...][items]
+        return self.output(jax.nn.silu(self.hidden(x))) + bias
+
+    def rating_from_outputs(self, raw: jax.Array) -> jax.Array:
+        """Raw head outputs ``[..., out]`` → predicted ratings ``[...]`` in ``[lo, hi]``."""
+        c = self.config
+        lo, hi = c.rating_scale
+        if c.head == "regression":
+            return lo + (hi - lo) * jax.nn.sigmoid(raw[..., 0])
+        return jax.nn.softmax(raw, axis=-1) @ c.class_values()
+
+    def rating_class(self, ratings: jax.Array) -> jax.Array:
+        """The ordinal head's bin of each rating (clipped to the scale)."""
+        c = self.config
+        k = jnp.round((ratings - c.rating_scale[0]) / c.rating_step)
+        return jnp.clip(k, 0, c.num_classes - 1).astype(jnp.int32)
+
+    # ------------------------------------------------------------------ public API
+
+    def position_outputs(self, batch, *, dropout_key: jax.Array | None = None) -> jax.Array:
+        """Raw head outputs ``[B, L, out]`` for ``batch["targets"]`` at every position."""
+        user_vecs = self.encoder.encode(batch, dropout_key=dropout_key)
+        return self.head_outputs(user_vecs, history_features(batch, self.config), batch["targets"])
+
+    def predict_positions(self, batch, *, dropout_key: jax.Array | None = None) -> jax.Array:
+        """Teacher-forced ``[B, L]`` predicted rating of ``batch["targets"][:, i]`` from events ≤ i.
+
+        The target's own rating is never an input (it is ``ratings[i + 1]``, seen only by later
+        positions). Positions without a target give a prediction for item 0 (ignore them).
+        """
+        return self.rating_from_outputs(self.position_outputs(batch, dropout_key=dropout_key))
+
+    def score(self, batch, items: jax.Array) -> jax.Array:
+        """``[B, K]`` predicted ratings of candidate ``items [B, K]`` after each row's last valid
+        position (``lengths − 1``; the request time is ``query_timestamps[lengths − 1]``)."""
+        user_vecs = self.encoder.encode(batch)
+        feats = history_features(batch, self.config)
+        index = jnp.maximum(batch["lengths"] - 1, 0)[:, None, None]
+        h = jnp.take_along_axis(user_vecs, index, axis=1)        # [B, 1, D]
+        f = jnp.take_along_axis(feats, index, axis=1)            # [B, 1, F]
+        k = items.shape[1]
+        h = jnp.broadcast_to(h, (h.shape[0], k, h.shape[2]))
+        f = jnp.broadcast_to(f, (f.shape[0], k, f.shape[2]))
+        return self.rating_from_outputs(self.head_outputs(h, f, items))
+
+    def losses(self, batch, *, dropout_key: jax.Array | None = None,
+               weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """Per-position ``(loss [B, L], mask [B, L])``: squared error (regression) or bin
+        cross-entropy (ordinal) on ``batch["target_ratings"]``; zero where ``weights <= 0``
+        (``weights`` defaults to ``batch["weights"]``)."""
+        weights = batch["weights"] if weights is None else weights
+        mask = weights > 0
+        raw = self.position_outputs(batch, dropout_key=dropout_key)
+        target = batch["target_ratings"].astype(jnp.float32)
+        if self.config.head == "regression":
+            per_pos = jnp.square(self.rating_from_outputs(raw) - target)
+        else:
+            logp = jax.nn.log_softmax(raw, axis=-1)
+            cls = self.rating_class(target)
+            per_pos = -jnp.take_along_axis(logp, cls[..., None], axis=-1)[..., 0]
+        return jnp.where(mask, per_pos, 0.0), mask
+
+
+def masked_mean(per_pos: jax.Array, mask: jax.Array) -> jax.Array:
+    """Σ loss / number of masked-in positions (at least 1)."""
+    return jnp.sum(per_pos) / jnp.maximum(jnp.sum(mask.astype(jnp.float32)), 1.0)
+

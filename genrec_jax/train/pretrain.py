@@ -1,0 +1,106 @@
+"""Next-item pretraining (behaviour cloning) of HSTU, end to end from a config.
+
+``pretrain(cfg, workdir)`` prepares the data, initialises (or resumes) the model on the mesh,
+trains with sampled or full softmax, evaluates on the leave-last-out test split and writes
+``workdir/metrics.json``. Launchers, benchmarks and the comparison pipeline all call it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+
+from genrec_jax import sharding as shd
+from genrec_jax.data.prepare import PreparedData, prepare_data
+from genrec_jax.eval.model_eval import evaluate_model, evaluate_popularity
+from genrec_jax.models.hstu import HSTU, HSTUConfig
+from genrec_jax.train import loop
+from genrec_jax.train.checkpoint import Checkpointer
+from genrec_jax.train.metrics_writer import MetricWriter
+from genrec_jax.train.next_item import mean_over_targets, next_item_losses
+from genrec_jax.train.state import init_params, init_train_state, make_optimizer
+from genrec_jax.train.step import make_train_step
+
+
+def model_config(cfg, num_items: int, mesh) -> HSTUConfig:
+    m = cfg.model
+    return HSTUConfig(num_items=num_items, max_len=int(cfg.data.max_len), dim=int(m.dim),
+                      num_blocks=int(m.num_blocks), num_heads=int(m.num_heads),
+                      qk_dim=int(m.qk_dim), v_dim=int(m.v_dim), dropout=float(m.dropout),
+                      temperature=float(m.temperature),
+                      num_time_buckets=int(m.num_time_buckets),
+                      table_multiple=int(mesh.shape[shd.MODEL]))
+
+
+def next_item_loss_fn(loss_cfg, mesh=None):
+    """``loss_fn(model, batch, key)`` for behaviour cloning with ``batch["weights"]``."""
+
+    def loss_fn(model, batch, key):
+        per_pos, _ = next_item_losses(
+            model, batch, key, loss=loss_cfg.kind, num_negatives=int(loss_cfg.num_negatives),
+            negatives_mode=loss_cfg.negatives_mode, impl=loss_cfg.impl,
+            chunk_size=int(loss_cfg.chunk_size), mesh=mesh)
+        return mean_over_targets(per_pos, batch["targets"]), {}
+
+    return loss_fn
+
+
+def num_steps_for(cfg, steps_per_epoch: int) -> int:
+    return int(cfg.num_steps) if int(cfg.num_steps) > 0 else int(cfg.epochs) * steps_per_epoch
+
+
+def build_model(cfg, data: PreparedData, mesh):
+    hcfg = model_config(cfg, data.dataset.num_items, mesh)
+    graphdef, params = init_params(lambda rngs: HSTU(hcfg, rngs=rngs), int(cfg.seed), mesh)
+    return hcfg, graphdef, params
+
+
+def write_json(path: str, obj: dict[str, Any]) -> None:
+    """Writes JSON atomically (temp file + rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=float)
+    os.replace(tmp, path)
+
+
+def pretrain(cfg, workdir: str, *, data: PreparedData | None = None, verbose: bool = True):
+    """Trains and evaluates; returns ``(metrics, graphdef, params, data)``."""
+    os.makedirs(workdir, exist_ok=True)
+    main_process = jax.process_index() == 0
+    if main_process:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
+    mesh = shd.mesh_from_config(cfg.mesh)
+    shd.divisible_batch(int(cfg.batch_size), mesh)
+    data = data or prepare_data(cfg)
+    _, graphdef, params = build_model(cfg, data, mesh)
+    optimizer = make_optimizer(cfg.optimizer)
+    state = init_train_state(params, optimizer, int(cfg.seed), mesh)
+    batcher = data.train_batcher(int(cfg.batch_size), int(cfg.seed))
+    num_steps = num_steps_for(cfg, batcher.batches_per_epoch)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(cfg.checkpoint_every),
+                        keep=int(cfg.keep_checkpoints))
+    state, _ = loop.resume(ckpt, state)
+    writer = MetricWriter(workdir, enabled=main_process)
+    step_fn = make_train_step(next_item_loss_fn(cfg.loss, mesh), optimizer, state)
+    state, _, timing = loop.run(step_fn=step_fn, graphdef=graphdef, state=state,
+                        batch_at=batcher.batch_at, mesh=mesh, num_steps=num_steps,
+                        checkpointer=ckpt, writer=writer, log_every=int(cfg.log_every),
+                        meta={"dataset": cfg.dataset}, verbose=verbose)
+    metrics = evaluate_model(graphdef, state["params"], data.test, batch_size=int(cfg.eval.batch_size))
+    metrics["popularity"] = evaluate_popularity(data)
+    metrics.update(steps=num_steps, epochs=num_steps / batcher.batches_per_epoch,
+                   compile_seconds=timing["first_step_seconds"],
+                   seconds_per_epoch=timing["step_seconds"] * batcher.batches_per_epoch,
+                   dataset=str(cfg.dataset),
+                   num_users=int(data.dataset.num_users), num_items=int(data.dataset.num_items))
+    writer.write(num_steps, {k: v for k, v in metrics.items() if isinstance(v, float)},
+                 prefix="test/")
+    writer.close()
+    ckpt.close()
+    if main_process:
+        write_json(os.path.join(workdir, "metrics.json"), metrics)
+    return metrics, graphdef, state["params"], data

@@ -1,0 +1,47 @@
+"""The one jitted train step: a pure function of ``(graphdef, state, batch, *frozen)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import optax
+
+from genrec_jax.train.state import bind
+
+LossFn = Callable[..., tuple[jax.Array, dict]]
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, state=None):
+    """``loss_fn(model, batch, key, *frozen) -> (loss, aux)`` becomes a jitted step.
+
+    With ``state`` given, the new state keeps exactly the shardings of ``state`` (so the second
+    call does not recompile for a sharding the compiler chose differently).
+
+    ``frozen`` are extra pytrees that are read but never updated or donated — e.g. the reference
+    policy's parameters, passed as an argument rather than closed over. The state is donated.
+    Returned metrics: ``loss``, ``grad_norm`` and everything in ``aux``.
+    """
+
+    def step(graphdef, state, batch, *frozen):
+        rng, key = jax.random.split(state["rng"])
+
+        def objective(params):
+            return loss_fn(bind(graphdef, params), batch, key, *frozen)
+
+        (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        new_state = {
+            "params": optax.apply_updates(state["params"], updates),
+            "opt_state": opt_state,
+            "step": state["step"] + 1,
+            "rng": rng,
+        }
+        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+
+    if state is None:
+        return jax.jit(step, static_argnums=0, donate_argnums=1)
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    replicated = jax.sharding.NamedSharding(state["step"].sharding.mesh, jax.sharding.PartitionSpec())
+    return jax.jit(step, static_argnums=0, donate_argnums=1,
+                   out_shardings=(shardings, replicated))

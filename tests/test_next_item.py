@@ -1,0 +1,90 @@
+"""Next-item objectives: sampled softmax vs full softmax, dense vs gathered negatives."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from genrec_jax.models.hstu import HSTU, HSTUConfig
+from genrec_jax.train.next_item import (mean_over_targets, next_item_losses,
+                                        sampled_softmax_positions)
+from tests.batches import random_train_batch
+
+CFG = HSTUConfig(num_items=12, max_len=6, dim=8, qk_dim=4, v_dim=4, dropout=0.0)
+
+
+def _setup(seed=0):
+    model = HSTU(CFG, rngs=nnx.Rngs(seed))
+    batch = jax.tree.map(jnp.asarray, random_train_batch(CFG.num_items, 3, CFG.max_len, seed))
+    return model, batch
+
+
+def test_every_item_as_negative_equals_full_softmax():
+    model, batch = _setup()
+    vecs = model.encode(batch)
+    items = model.item_vectors()
+    # Negatives = all items 1..V; the one equal to the target is masked, leaving the full softmax.
+    all_items = jnp.broadcast_to(jnp.arange(1, CFG.num_items + 1), (*batch["targets"].shape,
+                                                                     CFG.num_items))
+    targets = jnp.maximum(batch["targets"], 1)
+    sampled = sampled_softmax_positions(vecs, items, targets, all_items.astype(jnp.int32),
+                                        temperature=CFG.temperature, mode="gather")
+    logits = model.logits(vecs)
+    full = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), targets[..., None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(sampled), np.asarray(full), rtol=1e-5, atol=1e-5)
+
+
+def test_dense_and_gather_negatives_agree_with_gradients():
+    model, batch = _setup(1)
+    graphdef, params = nnx.split(model)
+    negatives = jax.random.randint(jax.random.key(0), (*batch["targets"].shape, 5), 1,
+                                   CFG.num_items + 1)
+
+    def loss(params, mode):
+        m = nnx.merge(graphdef, params)
+        per = sampled_softmax_positions(m.encode(batch), m.item_vectors(),
+                                        jnp.maximum(batch["targets"], 1), negatives,
+                                        temperature=CFG.temperature, mode=mode)
+        return jnp.sum(per * batch["weights"])
+
+    ld, gd = jax.value_and_grad(loss)(params, "dense")
+    lg, gg = jax.value_and_grad(loss)(params, "gather")
+    np.testing.assert_allclose(float(ld), float(lg), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(gd), jax.tree.leaves(gg)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_full_kernel_loss_matches_log_softmax_and_weights():
+    model, batch = _setup(2)
+    key = jax.random.key(0)
+    w = batch["weights"] * jnp.linspace(0.5, 2.0, batch["weights"].size).reshape(
+        batch["weights"].shape)
+    per, vecs = next_item_losses(model, batch, key, loss="full", impl="chunked", chunk_size=5,
+                                 weights=w)
+    logits = model.logits(vecs)
+    logp = jax.nn.log_softmax(logits, -1)
+    want = -w * jnp.take_along_axis(logp, jnp.maximum(batch["targets"], 1)[..., None], -1)[..., 0]
+    want = jnp.where(w != 0, want, 0.0)
+    np.testing.assert_allclose(np.asarray(per), np.asarray(want), rtol=1e-5, atol=1e-5)
+    count = int(np.sum(np.asarray(batch["targets"]) != 0))
+    np.testing.assert_allclose(float(mean_over_targets(per, batch["targets"])),
+                               float(jnp.sum(want)) / count, rtol=1e-6)
+
+
+def test_padding_positions_contribute_nothing():
+    model, batch = _setup(3)
+    per, _ = next_item_losses(model, batch, jax.random.key(1), loss="sampled", num_negatives=4)
+    pad = np.asarray(batch["weights"]) == 0
+    assert np.all(np.asarray(per)[pad] == 0.0)
+    assert np.all(np.asarray(per)[~pad] >= 0.0) and np.sum(np.asarray(per)[~pad]) > 0.0
+
+
+def test_unknown_loss_and_mode_rejected():
+    model, batch = _setup()
+    with pytest.raises(ValueError, match="'sampled' or 'full'"):
+        next_item_losses(model, batch, jax.random.key(0), loss="bogus")
+    with pytest.raises(ValueError, match="negatives mode"):
+        sampled_softmax_positions(jnp.zeros((1, 1, 8)), jnp.zeros((3, 8)),
+                                  jnp.ones((1, 1), jnp.int32), jnp.ones((1, 1, 2), jnp.int32),
+                                  temperature=1.0, mode="bogus")
