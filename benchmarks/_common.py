@@ -10,6 +10,8 @@ subprocesses stays small.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import math
 import os
@@ -68,6 +70,19 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def release_free_memory() -> None:
+    """Collects garbage and hands freed heap pages back to the OS (glibc ``malloc_trim``).
+
+    Call before taking an RSS baseline, so that memory freed earlier (temporaries of input
+    creation, the compiler's heap) neither inflates the baseline nor gets silently reused later.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ from absl import flags
 from genrec_jax import sharding
 
 _COORD = flags.DEFINE_string("coordinator", None,
-                             "host:port of process 0 for multi-host runs (jax.distributed).")
+                             "host:port of process 0 for multi-host runs (jax.distributed); "
+                             "'auto' on TPU pod slices / SLURM / Open MPI, where JAX finds the "
+                             "coordinator, process count and id itself.")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
 _NO_DIST = flags.DEFINE_bool("skip_distributed", False, "Never call jax.distributed.initialize.")

@@ -17,6 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from genrec_jax import sharding as shd
+from genrec_jax.data.batching import Batcher
 from genrec_jax.data.prepare import prepare_data
 from genrec_jax.eval.reward_report import build_report, seed_results, write_report
 from genrec_jax.models.rating_baselines import BASELINES, make_baseline
@@ -77,7 +78,9 @@ def run(cfg, workdir: str, *, verbose: bool = True) -> dict:
         masks = bootstrap_masks(ds.num_users, num_members, run_seed,
                                 enabled=bool(cfg.reward.bootstrap))
         state = init_ensemble_state(params, optimizer, seeds, mesh, masks)
-        batcher = data.train_batcher(int(cfg.batch_size), run_seed, arrays=rows.train)
+        batcher = Batcher(rows.train, batch_size=int(cfg.batch_size), seed=run_seed,
+                          shuffle=True, process_index=jax.process_index(),
+                          process_count=jax.process_count())
         num_steps = (int(cfg.num_steps) if int(cfg.num_steps) > 0
                      else int(cfg.epochs) * batcher.batches_per_epoch)
         t0 = time.perf_counter()

@@ -25,6 +25,9 @@ _log = logging.getLogger(__name__)
 def mesh_shape(data: int = -1, model: int = 1, num_devices: int | None = None) -> tuple[int, int]:
     """Resolves (data, model) sizes where one of them may be -1 (= use the remaining devices)."""
     n = jax.device_count() if num_devices is None else num_devices
+    for name, size in ((DATA, data), (MODEL, model)):
+        if size != -1 and size < 1:
+            raise ValueError(f"mesh: {name}={size} must be a positive size or -1 (= fill)")
     if data == -1 and model == -1:
         raise ValueError("mesh: at most one of data/model may be -1")
     if model == -1:
@@ -108,11 +111,14 @@ def initialize_distributed(*, coordinator_address: str | None = None,
     """The one wrapper around ``jax.distributed.initialize``.
 
     ``skip=True`` (or a single process with no coordinator) leaves JAX single-process. On managed
-    clusters (TPU pods, SLURM) the arguments may be omitted and JAX discovers them.
+    clusters (Cloud TPU pod slices, SLURM, Open MPI) pass ``coordinator_address="auto"``: JAX then
+    discovers the coordinator, process count and id itself (``initialize()`` without arguments).
     """
     if skip or (coordinator_address is None and num_processes in (None, 1)
                 and process_id in (None, 0)):
         return
+    if coordinator_address == "auto":
+        coordinator_address = None
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id,
                                initialization_timeout=timeout_s)

@@ -185,16 +185,15 @@ def test_chunked_l2_normalised_small_temperature():
 def test_valid_range_equals_sub_table():
     lo, hi = 2, 37
     h, items, targets, weights = make_data(18, 41, 8, seed=5, lo=lo, hi=hi)
-    kw = dict(valid_range=(lo, hi), chunk_size=8)
-    loss, lse = forward("chunked", h, items, targets, weights, **kw)
-    sub_loss, sub_lse = forward("reference", h, items[lo:hi], targets - lo, weights)
+    (loss, lse), (_, (_, ditems, _)) = forward_and_grads(
+        "chunked", h, items, targets, weights, valid_range=(lo, hi), chunk_size=8)
+    (sub_loss, sub_lse), (_, (_, dsub, _)) = forward_and_grads(
+        "reference", h, items[lo:hi], targets - lo, weights)
     np.testing.assert_allclose(loss, sub_loss, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(lse, sub_lse, rtol=1e-5, atol=1e-5)
-    _, (_, ditems, _) = value_and_grads("chunked", h, items, targets, weights, **kw)
     # Rows outside the range get no gradient (no target points there).
     assert float(jnp.max(jnp.abs(ditems[:lo]))) == 0.0
     assert float(jnp.max(jnp.abs(ditems[hi:]))) == 0.0
-    _, (_, dsub, _) = value_and_grads("reference", h, items[lo:hi], targets - lo, weights)
     np.testing.assert_allclose(ditems[lo:hi], dsub, rtol=1e-5, atol=1e-5)
 
 

@@ -1,5 +1,7 @@
 """Reward model, vmapped ensemble training, rows and the Orbax loader (tiny shapes, CPU)."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -52,6 +54,17 @@ def jbatch(batch):
     return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _call(graphdef, method, state, *args):
+    return getattr(nnx.merge(graphdef, state), method)(*args)
+
+
+def call(model, method, *args):
+    """``model.method(*args)`` compiled once (eager NNX compiles every primitive separately)."""
+    graphdef, state = nnx.split(model)
+    return np.asarray(_call(graphdef, method, state, *args))
+
+
 @pytest.mark.parametrize("head,scale,step", [("regression", (1.0, 5.0), 1.0),
                                              ("ordinal", (0.5, 5.0), 0.5)])
 def test_predictions_respect_rating_scale(head, scale, step):
@@ -63,9 +76,9 @@ def test_predictions_respect_rating_scale(head, scale, step):
     model.item_bias[...] = jnp.asarray(
         np.random.default_rng(1).normal(0, 50, model.item_bias[...].shape), jnp.float32)
     batch = jbatch(make_batch(scale=scale, step=step))
-    pos = np.asarray(model.predict_positions(batch))
+    pos = call(model, "predict_positions", batch)
     items = jnp.asarray(np.random.default_rng(2).integers(1, NUM_ITEMS + 1, (B, 7)), jnp.int32)
-    cand = np.asarray(model.score(batch, items))
+    cand = call(model, "score", batch, items)
     assert pos.shape == (B, L) and cand.shape == (B, 7)
     for out in (pos, cand):
         assert np.all(np.isfinite(out))
@@ -79,7 +92,7 @@ def test_teacher_forced_prediction_does_not_leak(head):
     base = make_batch(seed=4)
     base["lengths"][:] = L
     base["weights"][:] = 1.0
-    ref = np.asarray(model.predict_positions(jbatch(base)))
+    ref = call(model, "predict_positions", jbatch(base))
     rng = np.random.default_rng(5)
     for i in range(L - 1):
         changed = {k: v.copy() for k, v in base.items()}
@@ -89,13 +102,13 @@ def test_teacher_forced_prediction_does_not_leak(head):
         changed["targets"][:, i + 1:] = rng.integers(1, NUM_ITEMS + 1, (B, L - i - 1))
         changed["timestamps"][:, i + 2:] += 12345            # later events (i + 1 is the query)
         changed["query_timestamps"][:, i + 1:] += 12345
-        out = np.asarray(model.predict_positions(jbatch(changed)))
+        out = call(model, "predict_positions", jbatch(changed))
         np.testing.assert_allclose(out[:, : i + 1], ref[:, : i + 1], rtol=1e-5, atol=1e-6)
         assert not np.allclose(out[:, i + 1:], ref[:, i + 1:])
     # The ratings of past events are an input: changing them changes the prediction.
     changed = {k: v.copy() for k, v in base.items()}
     changed["ratings"][:, 0] = np.where(changed["ratings"][:, 0] >= 3, 1.0, 5.0)
-    assert not np.allclose(np.asarray(model.predict_positions(jbatch(changed)))[:, 0], ref[:, 0])
+    assert not np.allclose(call(model, "predict_positions", jbatch(changed))[:, 0], ref[:, 0])
 
 
 def test_bad_configs_are_rejected():
@@ -114,9 +127,9 @@ def test_bad_configs_are_rejected():
 
 
 def test_vmapped_ensemble_equals_separate_models():
-    cfg = tiny(dropout=0.2)
+    cfg = tiny(dropout=0.2, head_dropout=0.2)
     mesh = shd.make_mesh(devices=jax.devices()[:1])
-    seeds = [11, 12, 13]
+    seeds = [11, 12]
     optimizer = make_optimizer({"learning_rate": 1e-2, "grad_clip_norm": 1.0})
     graphdef, stacked = rw.init_ensemble(cfg, seeds, mesh)
     masks = rw.bootstrap_masks(5, len(seeds), seed=0)

@@ -76,7 +76,8 @@ def simulator_block(**overrides) -> ml_collections.ConfigDict:
 
 
 def data_block(**overrides) -> ml_collections.ConfigDict:
-    block = dict(max_len=200, min_events=3, validation=False)
+    # pack: several users per row for training (exactly the same computation, less padding).
+    block = dict(max_len=200, min_events=3, validation=False, pack=True)
     block.update(overrides)
     return ml_collections.ConfigDict(block)
 

@@ -41,17 +41,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_seeds=3,            # independent training runs (and held-out draws) for mean ± std
         head="regression",      # "regression" (bounded MSE) or "ordinal" (softmax over bins)
         hidden_dim=64,          # width of the head's hidden layer
+        target_heads=4,         # candidate-aware attention over the rated history (0 = off)
+        target_dim=8,           # its per-head width
+        history_factor=True,    # rating-weighted sum of the history's item vectors (SVD++-like)
+        head_dropout=0.5,       # dropout on the head's input features
         bias_gain=10.0,         # per-item bias = gain · parameter (a learning-rate multiplier)
         bootstrap=False,        # each member trains on a random half of the users
         holdout_fraction=0.1,   # share of training targets held out for split (b)
         max_len=50,             # RM window (padded length); judges re-window other batches
         chunked=True,           # older training events in extra windows (all are targets)
     ))
+    # A smaller, more strongly regularised HSTU than for next-item retrieval: rating targets
+    # are few per user and the RM over-fits within a few epochs otherwise.
+    c.model.dim = c.model.qk_dim = c.model.v_dim = 32
+    c.model.dropout = 0.5
     c.baselines = ml_collections.ConfigDict(dict(reg_user=5.0, reg_item=5.0, iterations=10))
     c.optimizer = ml_collections.ConfigDict(dict(
-        learning_rate=1e-3, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.0, warmup_steps=0,
+        learning_rate=1e-3, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.1, warmup_steps=0,
         grad_clip_norm=1.0))
     c.batch_size = 128
-    c.epochs = 20
+    c.epochs = 8
     c.num_steps = -1
     return common.finalize(c, arg, smoke)

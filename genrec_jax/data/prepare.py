@@ -15,6 +15,7 @@ import numpy as np
 
 from genrec_jax.data.batching import Batcher
 from genrec_jax.data.events import clean
+from genrec_jax.data.packing import PackedBatcher
 from genrec_jax.data.readers import load_events
 from genrec_jax.data.sequences import (SequenceDataset, Split, build_sequences, eval_arrays,
                                        item_popularity, leave_last_out, train_arrays)
@@ -34,11 +35,19 @@ class PreparedData:
     repairs: dict[str, int]
     simulator: Simulator | None = None
 
-    def train_batcher(self, batch_size: int, seed: int, arrays=None) -> Batcher:
-        """This process's share of deterministic shuffled global batches."""
-        return Batcher(self.train if arrays is None else arrays, batch_size=batch_size,
-                       seed=seed, shuffle=True, process_index=jax.process_index(),
-                       process_count=jax.process_count())
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-len(self.train["inputs"]) // batch_size)
+
+    def train_batcher(self, batch_size: int, seed: int, *, pack: bool = False,
+                      num_steps: int = 0, row_multiple: int = 1):
+        """This process's share of deterministic shuffled global batches; with ``pack``, the
+        rows are packed (see ``genrec_jax.data.packing``) for steps ``[0, num_steps)``."""
+        kw = dict(batch_size=batch_size, seed=seed, process_index=jax.process_index(),
+                  process_count=jax.process_count())
+        if pack:
+            return PackedBatcher(self.train, num_steps=num_steps, row_multiple=row_multiple,
+                                 **kw)
+        return Batcher(self.train, shuffle=True, **kw)
 
 
 def simulator_config(cfg) -> SimulatorConfig:

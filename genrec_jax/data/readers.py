@@ -22,9 +22,10 @@ reader               file and layout                                        rati
 ===================  =====================================================  ==============
 
 Numeric ids must be non-negative integers; timestamps non-negative integers (unix
-seconds). Blank lines are skipped. A trailing ``\\r`` (CRLF line ends) is tolerated
-everywhere. Files that hold only ASCII numbers are read as bytes; files whose text must be
-UTF-8 (``ratings.csv``, Amazon JSON, plain CSV) report the line of any invalid byte.
+seconds); both must fit int64 (plain-CSV keys beyond it are kept as strings). Blank lines
+are skipped. A trailing ``\\r`` (CRLF line ends) is tolerated everywhere. Files that hold
+only ASCII numbers are read as bytes; files whose text must be UTF-8 (``ratings.csv``,
+Amazon JSON, plain CSV) report the line of any invalid byte.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
 ]
 
 _EVENT_FIELDS = ("user", "item", "rating", "timestamp")
+_INT64_MAX = 2**63 - 1  # ids and timestamps are stored as int64
 _ML_CSV_HEADER = ("userId", "movieId", "rating", "timestamp")
 _AMAZON_KEYS = ("reviewerID", "asin", "overall", "unixReviewTime")
 
@@ -193,6 +195,8 @@ def _parse_id(path, lineno, field, raw) -> int:
         raise DataError.at(path, lineno, field, f"{show(raw)} is not an integer id") from None
     if value < 0:
         raise DataError.at(path, lineno, field, f"{show(raw)} is negative; ids must be >= 0")
+    if value > _INT64_MAX:
+        raise DataError.at(path, lineno, field, f"{show(raw)} is too large for an int64 id")
     return value
 
 
@@ -215,6 +219,10 @@ def _parse_timestamp(path, lineno, field, raw) -> int:
         ) from None
     if value < 0:
         raise DataError.at(path, lineno, field, f"{show(raw)} is a negative timestamp")
+    if value > _INT64_MAX:
+        raise DataError.at(
+            path, lineno, field, f"{show(raw)} is too large for an int64 timestamp"
+        )
     return value
 
 
@@ -285,7 +293,8 @@ def _read_numeric_table(
                 i = int(parts[1])
                 r = float(parts[2])
                 t = int(parts[3])
-                good = u >= 0 and i >= 0 and t >= 0 and lo <= r <= hi
+                good = (0 <= u <= _INT64_MAX and 0 <= i <= _INT64_MAX and 0 <= t <= _INT64_MAX
+                        and lo <= r <= hi)
                 if good and step is not None:
                     q = r / step
                     good = q == int(q)
@@ -526,6 +535,10 @@ def read_amazon_2018(path: PathLike) -> Events:
                     path, lineno, "(JSON line)",
                     f"invalid JSON: {e.msg} at column {e.colno}",
                 ) from None
+            except (ValueError, RecursionError) as e:  # a number too long, nesting too deep
+                raise DataError.at(
+                    path, lineno, "(JSON line)", f"unreadable JSON: {str(e)[:120]}"
+                ) from None
             if not isinstance(obj, dict):
                 raise DataError.at(
                     path, lineno, "(JSON line)",
@@ -546,8 +559,12 @@ def read_amazon_2018(path: PathLike) -> Events:
             overall = obj["overall"]
             if isinstance(overall, bool) or not isinstance(overall, (int, float)):
                 raise DataError.at(path, lineno, "overall", f"{show(repr(overall))} is not a number")
-            if not rule.ok(float(overall)):
-                raise DataError.at(path, lineno, "overall", rule.problem(repr(overall), float(overall)))
+            try:
+                rating = float(overall)
+            except OverflowError:  # an integer beyond the float range
+                rating = math.inf
+            if not rule.ok(rating):
+                raise DataError.at(path, lineno, "overall", rule.problem(repr(overall), rating))
             stamp = obj["unixReviewTime"]
             if isinstance(stamp, bool) or not isinstance(stamp, (int, str)):
                 raise DataError.at(
@@ -557,7 +574,7 @@ def read_amazon_2018(path: PathLike) -> Events:
             stamp = _parse_timestamp(path, lineno, "unixReviewTime", stamp)
             users.append(user)
             items.append(item)
-            ratings.append(float(overall))
+            ratings.append(rating)
             stamps.append(stamp)
     if not users:
         raise DataError.at(path, last + 1, "reviewerID", "no events: the file is empty")
@@ -590,8 +607,10 @@ def _is_number(text: str) -> bool:
 
 
 def _keys_array(values) -> np.ndarray:
-    """int64 when every key is a canonical non-negative integer, else str objects."""
-    if all(v.isascii() and v.isdigit() and (v == "0" or v[0] != "0") for v in values):
+    """int64 when every key is a canonical non-negative integer that fits int64, else str
+    objects."""
+    if all(v.isascii() and v.isdigit() and (v == "0" or v[0] != "0")
+           and (len(v) < 19 or (len(v) == 19 and int(v) <= _INT64_MAX)) for v in values):
         return np.array([int(v) for v in values], dtype=np.int64)
     return _object_array(values)
 
@@ -739,7 +758,9 @@ def load_events(
     Args:
       name: one of :data:`DATASETS`: ``ml-100k``, ``ml-1m``, ``ml-10m``, ``ml-20m``,
         ``ml-25m``, ``ml-32m``, ``ml-latest-small``, ``amazon-beauty``, ``csv``,
-        ``simulator``.
+        ``simulator``; or ``tfds:movielens/<release>-ratings`` read through TensorFlow
+        Datasets (optional extra, see :mod:`genrec_jax.data.tfds_bridge`; ``data_dir`` is
+        then the TFDS data folder and ``split`` an option).
       data_dir: for MovieLens, the release folder (e.g. ``.../ml-100k`` holding ``u.data``)
         or its parent; for ``amazon-beauty``, the folder holding ``All_Beauty_5.json.gz``
         (or its parent ``amazon-2018-all-beauty-5core``, or the file itself); for ``csv``,
@@ -752,8 +773,13 @@ def load_events(
         fields (or ``config=SimulatorConfig(...)``); for ``csv``, :func:`read_csv` options.
         Not accepted for other names.
     """
+    if name.startswith("tfds:"):
+        from genrec_jax.data.tfds_bridge import load_tfds_events
+
+        return load_tfds_events(name, data_dir, download=download, **kwargs)
     if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; known names: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown data set {name!r}; known names: {', '.join(DATASETS)}, "
+                         "or tfds:movielens/<release>-ratings")
     if name == "simulator":
         from genrec_jax.data.simulator import Simulator, SimulatorConfig
 

@@ -172,7 +172,10 @@ def format_markdown(report: Mapping[str, Any]) -> str:
               f"Mean ± sample std over {report['num_seeds']} seeds (one ensemble training run and "
               "one held-out draw per seed). Metrics against the observed ratings; RMSE vs r* "
               "against the simulator's true expected rating. `rm_single` = a member's metric "
-              "averaged over the M members; `rm_ensemble` = the members' mean prediction.", ""]
+              "averaged over the M members; `rm_ensemble` = the members' mean prediction. The "
+              "baselines are fitted on all training events (for split (b) these include a user's "
+              "events after the held-out one); the reward models see only the events before the "
+              "scored one (causal).", ""]
     for split, block in report["splits"].items():
         table = block["predictors"]
         first = next(iter(table.values()))
@@ -185,11 +188,13 @@ def format_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(_fmt(stats[m]) for m in metrics) + " |")
         lines.append("")
         for metric, v in block["verdict"].items():
-            word = "beats" if v["beats"] else "does not beat"
-            noise = " (beyond 2 seed-std)" if v["beyond_seed_noise"] else " (within seed noise)"
-            lines.append(f"- {METRIC_TITLES[metric]}: rm_ensemble {v['rm_ensemble']:.4f} {word} "
-                         f"the best baseline {v['best_baseline']} {v['best_baseline_value']:.4f} "
-                         f"by {v['improvement']:+.4f}{noise if v['beats'] else ''}.")
+            head = (f"- {METRIC_TITLES[metric]}: rm_ensemble {v['rm_ensemble']:.4f} vs the best "
+                    f"baseline {v['best_baseline']} {v['best_baseline_value']:.4f}: ")
+            if v["beats"]:
+                noise = "beyond" if v["beyond_seed_noise"] else "within"
+                lines.append(head + f"better by {v['improvement']:.4f} ({noise} 2 seed-std).")
+            else:
+                lines.append(head + f"worse by {-v['improvement']:.4f}.")
         lines.append("")
     return "\n".join(lines)
 

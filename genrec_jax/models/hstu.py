@@ -11,7 +11,12 @@ pointwise SiLU over ``q kᵀ + rab`` divided by the padded length:
 ``rab[i, j] = w_p[L − 1 + j − i] + w_t[bucket(t_query[i] − t[j])]`` is shared by the heads of a
 block, with ``bucket(Δ) = clip(floor(ln(max(|Δ|, 1)) / 0.301), 0, num_time_buckets)``.
 The query time of position ``i`` is the time of the event predicted there (the request time,
-``batch["query_timestamps"]``).
+``batch["query_timestamps"]``). ``L`` in the divisor is the configured ``max_len`` (the padded
+length), whatever the width of the batch.
+
+Packed batches (several users per row, see ``genrec_jax.data.packing``) carry ``segment_ids``
+and ``positions``: attention is then also restricted to equal segment ids and positions restart
+per segment, which gives exactly the padded computation.
 
 Inputs are ``item_emb[ids] · √D + pos_emb[i]`` with dropout and padding rows zeroed; outputs are
 L2-normalised user vectors, and logits are cosine similarities with the L2-normalised item
@@ -97,6 +102,16 @@ def time_buckets(query_ts: jax.Array, key_ts: jax.Array, num_buckets: int) -> ja
     return jnp.clip(bucket, 0, num_buckets).astype(jnp.int32)
 
 
+def attention_mask(batch) -> jax.Array:
+    """Causal (j ≤ i), and within one segment when the batch is packed: ``[B or 1, L, L]``."""
+    length = batch["inputs"].shape[1]
+    causal = jnp.tril(jnp.ones((length, length), dtype=bool))[None]
+    if "segment_ids" not in batch:
+        return causal
+    seg = batch["segment_ids"]
+    return causal & (seg[:, :, None] == seg[:, None, :])
+
+
 class RelativeBias(nnx.Module):
     """rab[b, i, j] = w_p[L − 1 + j − i] + w_t[bucket(t_query[b, i] − t[b, j])]."""
 
@@ -106,12 +121,12 @@ class RelativeBias(nnx.Module):
         self.position = nnx.Param(_INIT(rngs.params(), (2 * max_len - 1,)))
         self.time = nnx.Param(_INIT(rngs.params(), (num_time_buckets + 1,)))
 
-    def __call__(self, timestamps: jax.Array, query_timestamps: jax.Array) -> jax.Array:
-        length = timestamps.shape[1]
+    def __call__(self, buckets: jax.Array) -> jax.Array:
+        """``buckets [B, L, L]`` from :func:`time_buckets` → ``rab [B, L, L]``."""
+        length = buckets.shape[1]
         i = jnp.arange(length)[:, None]
         j = jnp.arange(length)[None, :]
         pos = self.position[...][self.max_len - 1 + j - i]
-        buckets = time_buckets(query_timestamps, timestamps, self.num_time_buckets)
         return pos[None] + self.time[...][buckets]
 
 
@@ -121,13 +136,15 @@ class HSTUBlock(nnx.Module):
     def __init__(self, config: HSTUConfig, *, rngs: nnx.Rngs):
         c = config
         self.num_heads, self.qk_dim, self.v_dim = c.num_heads, c.qk_dim, c.v_dim
+        self.max_len = c.max_len
         self.dropout_rate = c.dropout
         width = c.num_heads * (2 * c.v_dim + 2 * c.qk_dim)
         self.uvqk = nnx.Linear(c.dim, width, use_bias=False, kernel_init=_INIT, rngs=rngs)
         self.out = nnx.Linear(c.num_heads * c.v_dim, c.dim, use_bias=True, rngs=rngs)
         self.bias = RelativeBias(c.max_len, c.num_time_buckets, rngs=rngs)
 
-    def __call__(self, x, timestamps, query_timestamps, key=None):
+    def __call__(self, x, mask, time_bucket, key=None):
+        """``x [B, L, D]``, ``mask [B or 1, L, L]`` (who attends to whom), ``time_bucket [B, L, L]``."""
         batch, length, _ = x.shape
         h, dqk, dv = self.num_heads, self.qk_dim, self.v_dim
         uvqk = jax.nn.silu(self.uvqk(layer_norm(x)))
@@ -135,10 +152,9 @@ class HSTUBlock(nnx.Module):
         q = q.reshape(batch, length, h, dqk)
         k = k.reshape(batch, length, h, dqk)
         v = v.reshape(batch, length, h, dv)
-        rab = self.bias(timestamps, query_timestamps)
+        rab = self.bias(time_bucket)
         scores = jnp.einsum("bihd,bjhd->bhij", q, k) + rab[:, None]
-        causal = jnp.tril(jnp.ones((length, length), dtype=bool))
-        attn = jnp.where(causal, jax.nn.silu(scores), 0.0) / length
+        attn = jnp.where(mask[:, None], jax.nn.silu(scores), 0.0) / self.max_len
         mixed = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(batch, length, h * dv)
         return x + self.out(dropout(u * layer_norm(mixed), self.dropout_rate, key))
 
@@ -160,7 +176,11 @@ class HSTU(nnx.Module):
     def embed(self, batch, key=None) -> jax.Array:
         c = self.config
         ids = batch["inputs"]
-        x = self.item_emb[...][ids] * math.sqrt(c.dim) + self.pos_emb[...][: ids.shape[1]][None]
+        if "positions" in batch:
+            pos = self.pos_emb[...][batch["positions"]]
+        else:
+            pos = self.pos_emb[...][: ids.shape[1]][None]
+        x = self.item_emb[...][ids] * math.sqrt(c.dim) + pos
         if c.rating_inputs:
             levels = jnp.clip(jnp.round(2.0 * batch["ratings"]), 0, 10).astype(jnp.int32)
             x = x + self.rating_emb[...][levels]
@@ -173,8 +193,11 @@ class HSTU(nnx.Module):
         if dropout_key is not None:
             keys = tuple(jax.random.split(dropout_key, len(self.blocks) + 1))
         x = self.embed(batch, keys[0])
+        mask = attention_mask(batch)
+        buckets = time_buckets(batch["query_timestamps"], batch["timestamps"],
+                               self.config.num_time_buckets)
         for block, key in zip(self.blocks, keys[1:]):
-            x = block(x, batch["timestamps"], batch["query_timestamps"], key)
+            x = block(x, mask, buckets, key)
         return l2_normalize(x)
 
     def item_vectors(self) -> jax.Array:

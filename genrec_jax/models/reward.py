@@ -9,19 +9,28 @@ is ``item_emb[inputs_j]·√D + pos_emb[j] + rating_emb[round(2·ratings_j)]``; 
 the user vector ``h_i`` (L2-normalised, ``[D]``) a function of events ``0..i`` and of their ratings
 only. ``ratings_j = 0`` means "rating unknown" (used for events whose rating is held out).
 
-Head. For a user vector ``h`` and a candidate item ``c`` with the encoder's (tied, L2-normalised)
-item vector ``e_c``:
+Head. For position ``i`` (its user vector ``h_i``) and a candidate item ``c`` with the encoder's
+tied, L2-normalised item vector ``e_c`` (vectors below are scaled by √D to unit-size entries):
 
-    x      = [ √D·h, √D·e_c, D·(h ⊙ e_c), f ]                           (3D + 3 features)
-    z      = W₂ SiLU(W₁ x + b₁) + b₂ + g · item_bias[c]                  ([out])
-    f      = [ (m̄ − mid)/half, 1[n > 0], log(1+n)/log(1+L) ]
+    f_i    = [ (m̄_i − mid)/half, 1[n_i > 0], log(1+n_i)/log(1+L) ]      running user statistics
+    z_i    = W_z Σ_{j ≤ i} (r̃_j − m̃_i) e_j / √(n_i + 1)                 rated-history factor
+    t_i(c) = per head k: [ Σ_j α_jk (r̃_j − m̃_i), Σ_j α_jk ],  α_·k = softmax over
+             {j ≤ i rated} ∪ {null} of ⟨W_q^k e_c, W_k^k e_j⟩/√d_t (null logit 0)
+    x      = dropout([ h_i, e_c, h_i ⊙ e_c, f_i, t_i(c), z_i ⊙ e_c, ⟨z_i, e_c⟩ ])
+    z      = W₂ SiLU(W₁ x + b₁) + b₂ + g · item_bias[c]                   ([out])
 
-where ``n`` is the number of rated events at positions ``≤ i`` and ``m̄`` their mean rating (the
-running user mean, a feature an attention normalised by the padded length represents poorly),
-``mid``/``half`` the centre and half-width of the scale ``[lo, hi]``. The per-item bias is
-stored divided by a gain ``g = bias_gain`` (default 10): with Adam every parameter moves about
-``lr`` per step, and item biases of ±1 star would otherwise need ~1000 steps to appear. ``b₂``
-starts at the training ratings' prior (``rating_prior``: class frequencies) when one is given.
+``n_i`` is the number of rated events at positions ``≤ i``, ``m̄_i`` their mean rating, ``r̃``
+and ``m̃`` ratings and mean mapped to [−1, 1] (``mid``/``half``: centre and half-width of
+``[lo, hi]``). Why these inputs besides the HSTU user vector: an attention divided by the
+padded length represents a running mean poorly (``f``); ``z_i`` is the asymmetric-SVD user
+factor ("how the user rated items along each latent direction"), ``t_i(c)`` a candidate-aware
+(DIN-style) pooling ("how the user rated items like c") — on the simulator, whose true rating is
+mostly a user·item affinity, the model stayed at the bias baselines' error without them. All of
+them use events ``≤ i`` only. The per-item bias is stored divided by ``g = bias_gain`` (10):
+with Adam every parameter moves about ``lr`` per step, and item biases of ±1 star would otherwise
+need ~1000 steps. ``b₂`` starts at the training ratings' prior (``rating_prior``, class
+frequencies) when given. Dropout: the encoder's (``dropout``) and ``head_dropout`` on ``x``.
+
 Two heads:
 
 - ``head="regression"``: ``out = 1``, ``r̂ = lo + (hi − lo)·σ(z)``; loss ``(r̂ − r)²``.
@@ -30,7 +39,7 @@ Two heads:
 
 Both predictions lie in ``[lo, hi]`` by construction. Losses are per position; the mask is
 ``batch["weights"] > 0`` (positions without a target, held-out events and, in an ensemble, users
-outside a member's bootstrap half weigh 0).
+outside a member's bootstrap half weigh 0). Rows hold one user each (no packed batches).
 
 Head choice: TBD (measurements pending).
 """
@@ -44,7 +53,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from genrec_jax.models.hstu import HSTU, HSTUConfig
+from genrec_jax.models.hstu import HSTU, HSTUConfig, dropout
 
 HEADS = ("regression", "ordinal")
 NUM_HISTORY_FEATURES = 3
@@ -71,6 +80,10 @@ class RewardConfig:
     hidden_dim: int = 64
     rating_prior: tuple[float, ...] = ()
     bias_gain: float = 10.0
+    target_heads: int = 4
+    target_dim: int = 8
+    history_factor: bool = True
+    head_dropout: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "rating_scale", tuple(float(v) for v in self.rating_scale))
@@ -96,6 +109,12 @@ class RewardConfig:
                              f"non-negative class frequencies, got {self.rating_prior}")
         if not self.bias_gain > 0:
             raise ValueError(f"RewardConfig.bias_gain must be > 0, got {self.bias_gain}")
+        if int(self.target_heads) < 0 or int(self.target_dim) < 1:
+            raise ValueError(f"RewardConfig.target_heads must be >= 0 and target_dim >= 1, got "
+                             f"{self.target_heads}, {self.target_dim}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError(f"RewardConfig.head_dropout must be in [0, 1), got "
+                             f"{self.head_dropout}")
         if int(self.hidden_dim) < 1:
             raise ValueError(f"RewardConfig.hidden_dim must be >= 1, got {self.hidden_dim}")
         self.hstu()  # validates the encoder fields
@@ -150,7 +169,12 @@ class RewardConfig:
 
 
 def history_features(batch, config: RewardConfig) -> jax.Array:
-    """[B, L, 3] running statistics of the rated events at positions ≤ i (see module docstring)."""
+    """[B, L, 3] running statistics of the rated events at positions ≤ i (see module docstring).
+
+    Rows hold one user each (packed batches with ``segment_ids`` are not supported)."""
+    if "segment_ids" in batch:
+        raise ValueError("RewardModel does not support packed batches (segment_ids): the running "
+                         "rating statistics would cross users")
     ratings = batch["ratings"].astype(jnp.float32)
     rated = (batch["inputs"] != 0) & (ratings > 0)
     count = jnp.cumsum(rated.astype(jnp.float32), axis=1)
@@ -170,7 +194,17 @@ class RewardModel(nnx.Module):
         c = config
         self.config = c
         self.encoder = HSTU(c.hstu(), rngs=rngs)
-        width = 3 * c.dim + NUM_HISTORY_FEATURES
+        width = 3 * c.dim + NUM_HISTORY_FEATURES + 2 * c.target_heads
+        if c.history_factor:
+            width += c.dim + 1
+            self.factor = nnx.Linear(c.dim, c.dim, use_bias=False, rngs=rngs,
+                                     kernel_init=nnx.initializers.lecun_normal())
+        if c.target_heads:
+            att = c.target_heads * c.target_dim
+            self.target_q = nnx.Linear(c.dim, att, use_bias=False, rngs=rngs,
+                                       kernel_init=nnx.initializers.lecun_normal())
+            self.target_k = nnx.Linear(c.dim, att, use_bias=False, rngs=rngs,
+                                       kernel_init=nnx.initializers.lecun_normal())
         self.hidden = nnx.Linear(width, c.hidden_dim, kernel_init=nnx.initializers.lecun_normal(),
                                  rngs=rngs)
         self.output = nnx.Linear(c.hidden_dim, c.num_outputs, kernel_init=_INIT, rngs=rngs)
@@ -179,14 +213,38 @@ class RewardModel(nnx.Module):
 
     # ------------------------------------------------------------------ head
 
-    def head_outputs(self, user_vecs: jax.Array, feats: jax.Array, items: jax.Array) -> jax.Array:
-        """``user_vecs [..., D]``, ``feats [..., F]`` and ``items [...]`` → raw outputs ``[..., out]``."""
+    def head_outputs(self, user_vecs: jax.Array, feats: jax.Array, items: jax.Array,
+                     factor: jax.Array | None = None, key: jax.Array | None = None) -> jax.Array:
+        """``user_vecs [..., D]``, ``feats [..., F]``, ``items [...]`` and (with
+        ``history_factor``) ``factor [..., D]`` → raw outputs ``[..., out]``."""
         d = self.config.dim
         e = self.encoder.item_vectors()[items]
-        x = jnp.concatenate([math.sqrt(d) * user_vecs, math.sqrt(d) * e, d * user_vecs * e, feats],
-                            axis=-1)
+        parts = [math.sqrt(d) * user_vecs, math.sqrt(d) * e, d * user_vecs * e, feats]
+        if factor is not None:
+            ze = math.sqrt(d) * factor * e
+            parts += [ze, jnp.sum(ze, axis=-1, keepdims=True)]
+        x = dropout(jnp.concatenate(parts, axis=-1), self.config.head_dropout, key)
         bias = self.config.bias_gain * self.item_bias[...][items]
         return self.output(jax.nn.silu(self.hidden(x))) + bias
+
+    def history_factor(self, batch, user_mean: jax.Array) -> jax.Array | None:
+        """``[B, L, D]`` user factor from the rated history (asymmetric-SVD style):
+        ``W_z Σ_{j ≤ i} (r̃_j − m̃_i) e_j / √(n_i + 1)`` with ``r̃`` the scaled ratings, ``m̃_i``
+        their running mean and ``e_j`` the item vectors (× √D); None when disabled."""
+        c = self.config
+        if not c.history_factor:
+            return None
+        inputs = batch["inputs"]
+        ratings = batch["ratings"].astype(jnp.float32)
+        rated = ((inputs != 0) & (ratings > 0)).astype(jnp.float32)
+        lo, hi = c.rating_scale
+        scaled = (ratings - 0.5 * (lo + hi)) / (0.5 * (hi - lo))
+        e = math.sqrt(c.dim) * self.encoder.item_vectors()[inputs] * rated[..., None]
+        weighted = jnp.cumsum(scaled[..., None] * e, axis=1)
+        total = jnp.cumsum(e, axis=1)
+        count = jnp.cumsum(rated, axis=1)
+        z = (weighted - user_mean[..., None] * total) / jnp.sqrt(count + 1.0)[..., None]
+        return self.factor(z)
 
     def rating_from_outputs(self, raw: jax.Array) -> jax.Array:
         """Raw head outputs ``[..., out]`` → predicted ratings ``[...]`` in ``[lo, hi]``."""
@@ -204,10 +262,53 @@ class RewardModel(nnx.Module):
 
     # ------------------------------------------------------------------ public API
 
+    def target_features(self, batch, items: jax.Array, query_pos: jax.Array,
+                        user_mean: jax.Array) -> jax.Array:
+        """Candidate-aware pooling of the history's ratings: ``[B, Q, 2·heads]``.
+
+        ``items [B, Q]`` candidates; query q may look at the rated events ``j ≤ query_pos[b, q]``;
+        ``user_mean [B, Q]`` the scaled running mean there. Per head, attention weights
+        ``α_j ∝ exp(⟨W_q e_c, W_k e_j⟩/√d)`` with a null slot of logit 0; features
+        ``Σ_j α_j (r_j − m̄)/half`` (how the user rated items like c, relative to their mean)
+        and ``Σ_j α_j`` (how much such evidence there is)."""
+        c = self.config
+        num_rows, num_q = items.shape
+        if not c.target_heads:
+            return jnp.zeros((num_rows, num_q, 0), jnp.float32)
+        heads, dim = c.target_heads, c.target_dim
+        table = math.sqrt(c.dim) * self.encoder.item_vectors()
+        inputs = batch["inputs"]
+        length = inputs.shape[1]
+        q = self.target_q(table[items]).reshape(num_rows, num_q, heads, dim)
+        k = self.target_k(table[inputs]).reshape(num_rows, length, heads, dim)
+        logits = jnp.einsum("bqhd,blhd->bhql", q, k) / math.sqrt(dim)
+        ratings = batch["ratings"].astype(jnp.float32)
+        rated = (inputs != 0) & (ratings > 0)
+        allowed = rated[:, None, None, :] & (
+            jnp.arange(length)[None, None, None, :] <= query_pos[:, None, :, None])
+        logits = jnp.where(allowed, logits, -1e9)
+        top = jnp.maximum(jnp.max(logits, axis=-1, keepdims=True), 0.0)
+        w = jnp.where(allowed, jnp.exp(logits - top), 0.0)
+        alpha = w / (jnp.sum(w, axis=-1, keepdims=True) + jnp.exp(-top))
+        lo, hi = c.rating_scale
+        scaled = jnp.where(rated, (ratings - 0.5 * (lo + hi)) / (0.5 * (hi - lo)), 0.0)
+        mass = jnp.sum(alpha, axis=-1)                                  # [B, H, Q]
+        pooled = jnp.einsum("bhql,bl->bhq", alpha, scaled) - mass * user_mean[:, None, :]
+        return jnp.concatenate([pooled, mass], axis=1).transpose(0, 2, 1)
+
     def position_outputs(self, batch, *, dropout_key: jax.Array | None = None) -> jax.Array:
         """Raw head outputs ``[B, L, out]`` for ``batch["targets"]`` at every position."""
-        user_vecs = self.encoder.encode(batch, dropout_key=dropout_key)
-        return self.head_outputs(user_vecs, history_features(batch, self.config), batch["targets"])
+        enc_key = head_key = None
+        if dropout_key is not None:
+            enc_key, head_key = jax.random.split(dropout_key)
+        user_vecs = self.encoder.encode(batch, dropout_key=enc_key)
+        feats = history_features(batch, self.config)
+        targets = batch["targets"]
+        query_pos = jnp.broadcast_to(jnp.arange(targets.shape[1])[None], targets.shape)
+        factor = self.history_factor(batch, feats[..., 0])
+        feats = jnp.concatenate(
+            [feats, self.target_features(batch, targets, query_pos, feats[..., 0])], axis=-1)
+        return self.head_outputs(user_vecs, feats, targets, factor, head_key)
 
     def predict_positions(self, batch, *, dropout_key: jax.Array | None = None) -> jax.Array:
         """Teacher-forced ``[B, L]`` predicted rating of ``batch["targets"][:, i]`` from events ≤ i.
@@ -223,12 +324,18 @@ class RewardModel(nnx.Module):
         user_vecs = self.encoder.encode(batch)
         feats = history_features(batch, self.config)
         index = jnp.maximum(batch["lengths"] - 1, 0)[:, None, None]
-        h = jnp.take_along_axis(user_vecs, index, axis=1)        # [B, 1, D]
-        f = jnp.take_along_axis(feats, index, axis=1)            # [B, 1, F]
         k = items.shape[1]
-        h = jnp.broadcast_to(h, (h.shape[0], k, h.shape[2]))
-        f = jnp.broadcast_to(f, (f.shape[0], k, f.shape[2]))
-        return self.rating_from_outputs(self.head_outputs(h, f, items))
+
+        def last(x):                                             # [B, L, n] → [B, K, n]
+            x = jnp.take_along_axis(x, index, axis=1)
+            return jnp.broadcast_to(x, (x.shape[0], k, x.shape[2]))
+
+        factor = self.history_factor(batch, feats[..., 0])
+        factor = None if factor is None else last(factor)
+        h, f = last(user_vecs), last(feats)
+        query_pos = jnp.broadcast_to(index[:, :, 0], items.shape)
+        f = jnp.concatenate([f, self.target_features(batch, items, query_pos, f[..., 0])], axis=-1)
+        return self.rating_from_outputs(self.head_outputs(h, f, items, factor))
 
     def losses(self, batch, *, dropout_key: jax.Array | None = None,
                weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:

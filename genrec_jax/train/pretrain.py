@@ -79,8 +79,11 @@ def pretrain(cfg, workdir: str, *, data: PreparedData | None = None, verbose: bo
     _, graphdef, params = build_model(cfg, data, mesh)
     optimizer = make_optimizer(cfg.optimizer)
     state = init_train_state(params, optimizer, int(cfg.seed), mesh)
-    batcher = data.train_batcher(int(cfg.batch_size), int(cfg.seed))
-    num_steps = num_steps_for(cfg, batcher.batches_per_epoch)
+    steps_per_epoch = data.steps_per_epoch(int(cfg.batch_size))
+    num_steps = num_steps_for(cfg, steps_per_epoch)
+    batcher = data.train_batcher(
+        int(cfg.batch_size), int(cfg.seed), pack=bool(cfg.data.pack), num_steps=num_steps,
+        row_multiple=max(1, mesh.shape[shd.DATA] // jax.process_count()))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(cfg.checkpoint_every),
                         keep=int(cfg.keep_checkpoints))
     state, _ = loop.resume(ckpt, state)
@@ -92,9 +95,9 @@ def pretrain(cfg, workdir: str, *, data: PreparedData | None = None, verbose: bo
                         meta={"dataset": cfg.dataset}, verbose=verbose)
     metrics = evaluate_model(graphdef, state["params"], data.test, batch_size=int(cfg.eval.batch_size))
     metrics["popularity"] = evaluate_popularity(data)
-    metrics.update(steps=num_steps, epochs=num_steps / batcher.batches_per_epoch,
+    metrics.update(steps=num_steps, epochs=num_steps / steps_per_epoch,
                    compile_seconds=timing["first_step_seconds"],
-                   seconds_per_epoch=timing["step_seconds"] * batcher.batches_per_epoch,
+                   seconds_per_epoch=timing["step_seconds"] * steps_per_epoch,
                    dataset=str(cfg.dataset),
                    num_users=int(data.dataset.num_users), num_items=int(data.dataset.num_items))
     writer.write(num_steps, {k: v for k, v in metrics.items() if isinstance(v, float)},

@@ -27,6 +27,7 @@ teacher-forced afterwards. The test rows score each user's last event after the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -96,7 +97,10 @@ def reward_config(cfg, *, num_items: int, rating_scale: Sequence[float], rating_
         table_multiple=1 if mesh is None else int(mesh.shape[shd.MODEL]),
         rating_scale=tuple(float(v) for v in rating_scale), rating_step=float(rating_step),
         head=str(cfg.reward.head), hidden_dim=int(cfg.reward.hidden_dim),
-        rating_prior=tuple(rating_prior), bias_gain=float(cfg.reward.bias_gain))
+        rating_prior=tuple(rating_prior), bias_gain=float(cfg.reward.bias_gain),
+        target_heads=int(cfg.reward.target_heads), target_dim=int(cfg.reward.target_dim),
+        history_factor=bool(cfg.reward.history_factor),
+        head_dropout=float(cfg.reward.head_dropout))
 
 
 # ---------------------------------------------------------------------------- init
@@ -108,13 +112,19 @@ def _stacked_shardings(single, mesh: Mesh):
         lambda path, leaf: NamedSharding(mesh, P(None, *shd.param_spec(path, leaf))), single)
 
 
+@functools.lru_cache(maxsize=8)
+def _member_builder(config: RewardConfig):
+    """One compiled initialiser per config: key → the pure params of one member."""
+    return jax.jit(lambda key: nnx.to_pure_dict(
+        nnx.split(RewardModel(config, rngs=nnx.Rngs(key)))[1]))
+
+
 def init_ensemble(config: RewardConfig, seeds: Sequence[int], mesh: Mesh | None = None):
     """``(graphdef, params)`` with params stacked ``[M, ...]``; member m = seed ``seeds[m]``."""
     check_num_members(len(seeds))
     mesh = mesh or shd.make_mesh()
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: RewardModel(config, rngs=nnx.Rngs(0))))
-    build = jax.jit(lambda key: nnx.to_pure_dict(
-        nnx.split(RewardModel(config, rngs=nnx.Rngs(key)))[1]))
+    build = _member_builder(config)
     members = [build(jax.random.key(int(s))) for s in seeds]
     shardings = _stacked_shardings(nnx.to_pure_dict(abstract), mesh)
     params = jax.jit(lambda ms: jax.tree.map(lambda *xs: jnp.stack(xs), *ms),
@@ -344,8 +354,10 @@ def fit_window(batch: Mapping[str, jax.Array], max_len: int) -> dict[str, jax.Ar
     """Re-windows right-padded ``[B, L]`` rows to exactly ``[B, max_len]``: rows longer than
     ``max_len`` keep their most recent ``max_len`` events, shorter ones are zero-padded.
 
-    HSTU divides attention by the padded length, so a reward model is always evaluated at the
-    padded length it was trained with, whatever the caller's (e.g. the policy's) window is."""
+    The reward model's position table has ``max_len`` rows, so a caller with a longer window
+    (e.g. a policy's evaluation rows) is cut to the events the model can see; padding keeps
+    every call at the shape the model was trained at (HSTU normalises attention by its
+    configured ``max_len``, so padding never changes a score)."""
     length = batch["inputs"].shape[1]
     out = dict(batch)
     keys = [k for k in batch if k != "lengths" and getattr(batch[k], "ndim", 0) == 2
@@ -377,7 +389,12 @@ def _ensemble_positions(graphdef, max_len, params, batch):
     return out[:, :, :length]
 
 
+def _ensemble_reward(graphdef, max_len, params, batch, items):
+    return _ensemble_score(graphdef, max_len, params, batch, items[:, None])[..., 0]
+
+
 _score_jit = jax.jit(_ensemble_score, static_argnums=(0, 1))
+_reward_jit = jax.jit(_ensemble_reward, static_argnums=(0, 1))
 _positions_jit = jax.jit(_ensemble_positions, static_argnums=(0, 1))
 
 
@@ -413,7 +430,8 @@ class RewardEnsemble:
         items = jnp.asarray(items, jnp.int32)
         if items.ndim != 1:
             raise ValueError(f"reward_fn: items must be [B], got shape {items.shape}")
-        return self.score(batch, items[:, None])[..., 0]
+        return _reward_jit(self.graphdef, self.config.max_len, self.params, _model_inputs(batch),
+                           items)
 
     __call__ = reward_fn
 

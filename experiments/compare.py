@@ -1,0 +1,198 @@
+"""Runs the whole comparison and writes DIR/results.{md,csv,json} and plots.
+
+  python -m experiments.compare --config=experiments/configs/compare.py --workdir=DIR
+
+Stages (each in its own folder under DIR, skipped when its ``stage.json`` exists):
+  seed{s}/pretrain → seed{s}/reward → seed{s}/{algo} for every algorithm
+  → seed{s}/asft_lam{λ} (plot a) → landscape/noise{x}/... (plot c, simulator only).
+The shared blocks of the compare config (dataset, data, simulator, model, mesh, eval) go to every
+stage, so all stages see the same split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import launch
+from experiments import reward as reward_experiment
+from experiments.configs import posttrain as posttrain_config
+from experiments.configs import pretrain as pretrain_config
+from experiments.configs import reward as reward_config
+from genrec_jax.eval import comparison
+from genrec_jax.train.posttrain import posttrain
+from genrec_jax.train.pretrain import pretrain, write_json
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/compare.py",
+                                          "Comparison config file.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/compare", "Output folder.")
+
+SHARED_BLOCKS = ("data", "simulator", "model", "mesh", "eval")
+
+
+def shared_args(cfg, **extra) -> str:
+    """The compare config's shared fields as ``key=value`` overrides for a stage config."""
+    parts = [f"dataset={cfg.dataset}", f"seed={extra.pop('seed', cfg.seed)}"]
+    if cfg.data_dir:
+        parts.append(f"data_dir={cfg.data_dir}")
+    for block in SHARED_BLOCKS:
+        for key, value in cfg[block].items():
+            if isinstance(value, (tuple, list)):
+                value = ":".join(str(v) for v in value)
+            parts.append(f"{block}.{key}={value}")
+    parts += [f"{k}={v}" for k, v in extra.items()]
+    return ",".join(parts)
+
+
+def join(*args: str) -> str:
+    return ",".join(a for a in args if a)
+
+
+def run_stage(path: str, fn):
+    """Runs ``fn()`` unless ``path/stage.json`` says it already finished; returns its result."""
+    marker = os.path.join(path, "stage.json")
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8") as f:
+            return json.load(f)["result"]
+    os.makedirs(path, exist_ok=True)
+    t0 = time.perf_counter()
+    result = fn()
+    write_json(marker, {"result": result, "seconds": time.perf_counter() - t0})
+    return result
+
+
+def _pretrain_stage(cfg, path, seed, noise=None):
+    extra = {} if noise is None else {"simulator.rating_noise": noise}
+    arg = join(shared_args(cfg, seed=seed, **extra), cfg.pretrain_args)
+    return run_stage(path, lambda: _jsonable(pretrain(pretrain_config.get_config(arg), path,
+                                                      verbose=False)[0]))
+
+
+def _reward_stage(cfg, path, seed, noise=None):
+    extra = {} if noise is None else {"simulator.rating_noise": noise}
+    arg = join(shared_args(cfg, seed=seed, **extra), cfg.reward_args)
+    return run_stage(path, lambda: _jsonable(reward_experiment.run(
+        reward_config.get_config(arg), path, verbose=False)))
+
+
+def _posttrain_stage(cfg, path, seed, algo, init_dir, reward_dir, extra_args="", noise=None):
+    extra = {"algo": algo} if noise is None else {"algo": algo, "simulator.rating_noise": noise}
+    arg = join(shared_args(cfg, seed=seed, **extra), cfg.posttrain_args,
+               cfg.algo_args.get(algo, ""), extra_args)
+    return run_stage(path, lambda: _jsonable(posttrain(
+        posttrain_config.get_config(arg), path, init_dir=init_dir, reward_dir=reward_dir,
+        verbose=False)))
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda x: float(x) if hasattr(x, "__float__")
+                                 else str(x)))
+
+
+def run_seed(cfg, workdir: str, seed: int, algos, *, noise=None, lams=()):
+    """Pretrain, reward models and every algorithm for one seed; returns {algo: final metrics}
+    with the pretrained model's metrics under "pretrained"."""
+    base = os.path.join(workdir, f"seed{seed}")
+    pre_dir, rm_dir = os.path.join(base, "pretrain"), os.path.join(base, "reward")
+    _pretrain_stage(cfg, pre_dir, seed, noise)
+    rm_report = _reward_stage(cfg, rm_dir, seed, noise)
+    out, initial = {}, None
+    for algo in algos:
+        m = _posttrain_stage(cfg, os.path.join(base, algo), seed, algo, pre_dir, rm_dir,
+                             noise=noise)
+        out[algo] = m["final"]
+        initial = initial or m["initial"]
+    for lam in lams:
+        m = _posttrain_stage(cfg, os.path.join(base, f"asft_lam{lam:g}"), seed, "asft",
+                             pre_dir, rm_dir, extra_args=f"lam={lam}", noise=noise)
+        out[f"asft_lam{lam:g}"] = m["final"]
+    return {"pretrained": initial, **out}, rm_report
+
+
+def rm_true_rmse(report, member: int = 0) -> float:
+    """RMSE against the true r* (simulator) of the reward model that trains dpo/ipo/ppo
+    (ensemble member ``member``) on the held-out random 10% of events, from the RM report."""
+    try:
+        stat = report["splits"]["heldout_random"]["predictors"][f"rm_member_{member}"]
+        return float(stat["rmse_true"]["mean"])
+    except (KeyError, TypeError):
+        return float("nan")
+
+
+def compare(cfg, workdir: str) -> dict:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
+    t0 = time.perf_counter()
+    lams = tuple(float(x) for x in cfg.lambda_sweep)
+    per_seed = [run_seed(cfg, workdir, int(s), tuple(cfg.algos), lams=lams)[0]
+                for s in cfg.seeds]
+    main_rows = ("pretrained", *cfg.algos)
+    table = comparison.aggregate({a: [r[a] for r in per_seed] for a in main_rows})
+    simulator = cfg.dataset == "simulator"
+    notes = [f"dataset: {cfg.dataset}; seeds: {list(cfg.seeds)}; reward-model ensemble member 0 "
+             "trains dpo/ipo/ppo, the other members are the judges."]
+    comparison.write_tables(workdir, table, title=f"Post-training comparison ({cfg.dataset})",
+                            notes=notes)
+    if lams:
+        lam_table = comparison.aggregate({f"{lam:g}": [r[f"asft_lam{lam:g}"] for r in per_seed]
+                                          for lam in lams})
+        cols = ["ndcg@10", "true_rating@10"] if simulator else ["ndcg@10", "judge_score"]
+        comparison.plot_lambda(
+            os.path.join(workdir, "lambda_sweep.png"), lams,
+            {c: [lam_table[f"{lam:g}"].get(c, comparison.mean_std([])) for lam in lams]
+             for c in cols}, bc=table.get("bc"))
+    comparison.plot_judge_vs(os.path.join(workdir, "judge_vs_truth.png"), table,
+                             ["ndcg@10", "true_rating@10"] if simulator else ["ndcg@10", "mrr"])
+    landscape = None
+    if simulator and len(cfg.landscape_noise):
+        landscape = run_landscape(cfg, workdir)
+    summary = {"table": table, "landscape": landscape, "seconds": time.perf_counter() - t0}
+    write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary
+
+
+def run_landscape(cfg, workdir: str) -> dict:
+    """Sweeps the simulator's rating noise; plots each algorithm's true reward against the
+    training reward model's error (RMSE against r*)."""
+    noises = [float(x) for x in cfg.landscape_noise]
+    algos = tuple(cfg.landscape_algos)
+    rmse, series = [], {a: [] for a in algos}
+    for noise in noises:
+        runs, reports = [], []
+        for s in cfg.landscape_seeds:
+            rows, report = run_seed(cfg, os.path.join(workdir, "landscape", f"noise{noise:g}"),
+                                    int(s), algos, noise=noise)
+            runs.append(rows)
+            reports.append(report)
+        rmse.append(float(sum(rm_true_rmse(r) for r in reports) / len(reports)))
+        for a in algos:
+            series[a].append(comparison.mean_std([r[a].get("true_rating@10") for r in runs]))
+    xs = rmse if all(math.isfinite(x) for x in rmse) else noises
+    label = ("training reward model RMSE vs true rating" if xs is rmse
+             else "simulator rating noise (std)")
+    comparison.plot_landscape(os.path.join(workdir, "landscape.png"), xs, series, xlabel=label,
+                              ylabel="true expected rating of top-10")
+    best = [max(algos, key=lambda a: series[a][i]["mean"]) for i in range(len(noises))]
+    return {"noise": noises, "rm_rmse": rmse, "series": series, "winner": best}
+
+
+def main(argv):
+    del argv
+    launch.setup()
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(os.path.abspath(_WORKDIR.value), ".jax_cache"))
+    summary = compare(_CONFIG.value, _WORKDIR.value)
+    with open(os.path.join(_WORKDIR.value, "results.md"), encoding="utf-8") as f:
+        print(f.read())
+    print(f"wall time {summary['seconds']:.1f} s; wrote {_WORKDIR.value}/results.*", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,156 @@
+"""Post-trains a pretrained HSTU (bc | rwbc | asft | cql | dpo | ipo | ppo); writes DIR/metrics.json.
+
+  python -m experiments.posttrain --config=experiments/configs/posttrain.py:algo=asft \\
+      --init=PRETRAIN_DIR --reward_dir=RM_DIR --workdir=DIR
+
+See experiments/configs/posttrain.py for the commands, keys and the expected result.
+``run(cfg, workdir, init_dir=..., reward_dir=...)`` does the work (tests call it in-process); in
+smoke mode without ``--init`` it first pretrains a tiny model in ``DIR/pretrain`` and, without
+``--reward_dir``, trains a tiny 2-member reward ensemble in ``DIR/reward``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from genrec_jax import sharding as shd
+from genrec_jax.data.batching import Batcher
+from genrec_jax.data.prepare import prepare_data
+from genrec_jax.train import loop
+from genrec_jax.train.posttrain import posttrain
+from genrec_jax.train.state import make_optimizer
+
+_SHARED_KEYS = ("dataset", "data_dir", "download", "cache_dir", "seed")
+_SHARED_BLOCKS = ("simulator", "data", "model", "mesh", "eval")
+
+
+def _copy_shared(src, dst) -> None:
+    for key in _SHARED_KEYS:
+        dst[key] = src[key]
+    for key in _SHARED_BLOCKS:
+        dst[key] = ml_collections.ConfigDict(src[key].to_dict())
+
+
+def smoke_pretrain(cfg, workdir: str, data=None, verbose: bool = False) -> str:
+    """Pretrains the config's (tiny) model in ``workdir/pretrain``; returns that folder."""
+    from experiments.configs import pretrain as pretrain_configs
+    from genrec_jax.train.pretrain import pretrain
+
+    pcfg = pretrain_configs.get_config("smoke=True")
+    _copy_shared(cfg, pcfg)
+    pcfg.epochs = int(cfg.smoke_pretrain_epochs)
+    pcfg.batch_size = int(cfg.batch_size)
+    folder = os.path.join(workdir, "pretrain")
+    pretrain(pcfg, folder, data=data, verbose=verbose)
+    return folder
+
+
+def smoke_reward(cfg, workdir: str, data, num_members: int = 2) -> str | None:
+    """Trains a tiny reward ensemble (``num_members``, window = the policy's ``max_len``) in
+    ``workdir/reward``; returns that folder, or None when the reward-model code is missing."""
+    try:
+        from experiments.configs import reward as reward_configs
+        from genrec_jax.train import reward as rw
+    except ImportError:
+        return None
+    rcfg = reward_configs.get_config("smoke=True")
+    _copy_shared(cfg, rcfg)
+    rcfg.reward.max_len = int(cfg.data.max_len)
+    rcfg.reward.num_members = int(num_members)
+    mesh = shd.mesh_from_config(rcfg.mesh)
+    ds = data.dataset
+    scale = tuple(float(v) for v in ds.rating_scale)
+    step = rw.rating_step_of(ds.ratings)
+    prior = rw.rating_prior_of(np.delete(ds.ratings, data.split.test_pos), scale, step)
+    rm_cfg = rw.reward_config(rcfg, num_items=ds.num_items, rating_scale=scale,
+                              rating_step=step, mesh=mesh, rating_prior=prior)
+    seed = int(cfg.seed)
+    seeds = rw.member_seeds(seed, num_members)
+    optimizer = make_optimizer(rcfg.optimizer)
+    graphdef, params = rw.init_ensemble(rm_cfg, seeds, mesh)
+    state = rw.init_ensemble_state(params, optimizer, seeds, mesh, num_users=ds.num_users)
+    rows = rw.reward_rows(ds, max_len=rm_cfg.max_len, seed=seed, chunked=True)
+    batcher = Batcher(rows.train, batch_size=int(cfg.batch_size), seed=seed, shuffle=True,
+                      process_index=jax.process_index(), process_count=jax.process_count())
+    num_steps = int(cfg.smoke_reward_epochs) * batcher.batches_per_epoch
+    if num_steps > 0:  # 0: an untrained ensemble (only the plumbing is exercised)
+        state, *_ = loop.run(step_fn=rw.make_ensemble_step(optimizer), graphdef=graphdef,
+                             state=state, batch_at=batcher.batch_at, mesh=mesh,
+                             num_steps=num_steps, verbose=False)
+    folder = os.path.join(workdir, "reward")
+    rw.save_ensemble(folder, rm_cfg, state["params"],
+                     meta={"dataset": str(cfg.dataset), "member_seeds": seeds, "smoke": True,
+                           "train_steps": num_steps})
+    return folder
+
+
+def run(cfg, workdir: str, *, init_dir: str | None = None, reward_dir: str | None = None,
+        verbose: bool = True) -> dict:
+    """Post-trains as configured; in smoke mode fills in a missing ``init_dir`` / ``reward_dir``
+    with tiny freshly trained ones. Returns the metrics written to ``workdir/metrics.json``."""
+    data = None
+    if init_dir is None or reward_dir is None:
+        if not cfg.smoke:
+            if init_dir is None:
+                raise ValueError("--init=PRETRAIN_DIR is required (a workdir of "
+                                 "experiments.pretrain), except with smoke=True")
+        else:
+            data = prepare_data(cfg)
+            if init_dir is None:
+                init_dir = smoke_pretrain(cfg, workdir, data=data)
+            if reward_dir is None:
+                reward_dir = smoke_reward(cfg, workdir, data)
+    return posttrain(cfg, workdir, init_dir=init_dir, reward_dir=reward_dir, data=data,
+                     verbose=verbose)
+
+
+HEADLINE = ("ndcg@10", "hr@10", "mrr", "ndcg@10_liked", "judge_score", "true_rating@1",
+            "true_rating@10", "regret@10")
+
+
+def summary(metrics: dict) -> str:
+    """One line per headline metric: initial -> final."""
+    lines = []
+    for key in HEADLINE:
+        a, b = metrics["initial"].get(key), metrics["final"].get(key)
+        if isinstance(a, float) and isinstance(b, float):
+            lines.append(f"{key:>16}: {a:.4f} -> {b:.4f}")
+    return "\n".join(lines)
+
+
+def _define_flags():
+    """Flags are defined only when this module is the program, so importing ``run`` never
+    clashes with another launcher's ``--config``."""
+    config = config_flags.DEFINE_config_file("config", "experiments/configs/posttrain.py",
+                                             "Post-training config file.")
+    workdir = flags.DEFINE_string("workdir", "runs/posttrain", "Output folder.")
+    init = flags.DEFINE_string("init", None, "Pretraining workdir (experiments.pretrain).")
+    reward_dir = flags.DEFINE_string("reward_dir", None,
+                                     "Reward-model workdir (experiments.reward): needed for "
+                                     "dpo / ipo / ppo, reward_source=reward_model, "
+                                     "baseline=value and the judge score.")
+    return config, workdir, init, reward_dir
+
+
+def main(argv, config_flag, workdir_flag, init_flag, reward_flag):
+    del argv
+    from experiments import launch
+
+    launch.setup()
+    workdir = workdir_flag.value
+    metrics = run(config_flag.value, workdir, init_dir=init_flag.value,
+                  reward_dir=reward_flag.value)
+    print(f"{metrics['algo']} ({metrics['train']['steps']} steps, "
+          f"{metrics['train']['seconds']:.0f}s): initial -> final\n{summary(metrics)}\n"
+          f"wrote {workdir}/metrics.json", flush=True)
+
+
+if __name__ == "__main__":
+    _flags = _define_flags()
+    app.run(lambda argv: main(argv, *_flags))
