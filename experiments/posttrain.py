@@ -1,4 +1,4 @@
-"""Post-trains a pretrained HSTU (bc | rwbc | asft | cql | dpo | ipo | ppo); writes DIR/metrics.json.
+"""Post-trains a pretrained HSTU (bc|rwbc|asft|cql|dpo|ipo|ppo); writes DIR/metrics.json.
 
   python -m experiments.posttrain --config=experiments/configs/posttrain.py:algo=asft \\
       --init=PRETRAIN_DIR --reward_dir=RM_DIR --workdir=DIR

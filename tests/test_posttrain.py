@@ -179,7 +179,8 @@ def test_sampled_pairs_with_reward_table(model, batch):
     # The states are real training positions and the truncated rows end there.
     t_idx = np.asarray(sb["lengths"]) - 1
     np.testing.assert_array_equal(logged, batch["targets"][np.arange(B), t_idx])
-    assert np.all(np.asarray(sb["inputs"])[np.arange(L)[None] >= np.asarray(sb["lengths"])[:, None]] == 0)
+    beyond = np.arange(L)[None] >= np.asarray(sb["lengths"])[:, None]
+    assert np.all(np.asarray(sb["inputs"])[beyond] == 0)
 
 
 def test_kl_matches_dense(model, batch):

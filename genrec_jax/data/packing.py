@@ -13,6 +13,7 @@ most any batch of the run needs (batches are deterministic, so this is exact, no
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -73,30 +74,37 @@ def pack(batch: Mapping[str, np.ndarray], num_rows: int) -> dict[str, np.ndarray
 
 
 class PackedBatcher:
-    """Deterministic packed batches: ``Batcher`` rows, then :func:`pack` into a fixed row count.
+    """Deterministic packed batches: the *global* batch is packed, then split by rows.
 
-    ``num_rows`` = the most packed rows any process share of any global batch in steps
-    ``[0, num_steps)`` needs, rounded up to a multiple of ``row_multiple`` (this process's part of
-    the data axis). Every process computes the same number from the same global batches.
+    Packing the global batch (every process holds all rows) gives one layout whatever the number
+    of processes or devices, so random draws that follow the layout (dropout, sampled negatives)
+    are the same on any mesh: sharded runs equal unsharded ones. ``num_rows`` (global) = the most
+    packed rows any global batch of steps ``[0, num_steps)`` needs, rounded up to a multiple of
+    ``lcm(row_multiple, process_count)``; keep ``row_multiple`` fixed (default 8) across meshes
+    whose data axis divides it.
     """
 
     def __init__(self, arrays: Mapping[str, np.ndarray], *, batch_size: int, seed: int,
                  num_steps: int, process_index: int = 0, process_count: int = 1,
-                 row_multiple: int = 1):
-        self.batcher = Batcher(arrays, batch_size=batch_size, seed=seed,
-                               process_index=process_index, process_count=process_count)
+                 row_multiple: int = 8):
+        if batch_size % process_count:
+            raise ValueError(f"batch_size {batch_size} must be divisible by process_count "
+                             f"{process_count}")
+        self.batcher = Batcher(arrays, batch_size=batch_size, seed=seed)
         self.batches_per_epoch = self.batcher.batches_per_epoch
-        full = Batcher(arrays, batch_size=batch_size, seed=seed)
+        self.process_index, self.process_count = process_index, process_count
         width = np.asarray(arrays["inputs"]).shape[1]
-        share = batch_size // process_count
         need = 1
-        epochs = -(-max(num_steps, 1) // full.batches_per_epoch)
+        epochs = -(-max(num_steps, 1) // self.batches_per_epoch)
         for epoch in range(epochs):
-            for batch in full.epoch_batches(epoch):
-                for p in range(process_count):
-                    part = batch["lengths"][p * share:(p + 1) * share]
-                    need = max(need, len(first_fit_decreasing(part, width)))
-        self.num_rows = -(-need // row_multiple) * row_multiple
+            for batch in self.batcher.epoch_batches(epoch):
+                need = max(need, len(first_fit_decreasing(batch["lengths"], width)))
+        multiple = math.lcm(row_multiple, process_count)
+        self.num_rows = -(-need // multiple) * multiple
+        self.local_rows = self.num_rows // process_count
 
     def batch_at(self, step: int) -> dict[str, np.ndarray]:
-        return pack(self.batcher.batch_at(step), self.num_rows)
+        packed = pack(self.batcher.batch_at(step), self.num_rows)
+        rows = slice(self.process_index * self.local_rows,
+                     (self.process_index + 1) * self.local_rows)
+        return {k: v[rows] for k, v in packed.items()}

@@ -39,7 +39,7 @@ class PreparedData:
         return -(-len(self.train["inputs"]) // batch_size)
 
     def train_batcher(self, batch_size: int, seed: int, *, pack: bool = False,
-                      num_steps: int = 0, row_multiple: int = 1):
+                      num_steps: int = 0, row_multiple: int = 8):
         """This process's share of deterministic shuffled global batches; with ``pack``, the
         rows are packed (see ``genrec_jax.data.packing``) for steps ``[0, num_steps)``."""
         kw = dict(batch_size=batch_size, seed=seed, process_index=jax.process_index(),

@@ -166,12 +166,15 @@ def _fmt(stat: Mapping[str, float], digits: int = 4) -> str:
 
 def format_markdown(report: Mapping[str, Any]) -> str:
     info = report["info"]
+    has_true = any("rmse_true" in t for block in report["splits"].values()
+                   for t in block["predictors"].values())
     lines = [f"# Reward-model ablation: {info.get('dataset', '?')}", ""]
     described = ", ".join(f"{k}={v}" for k, v in info.items() if not isinstance(v, (dict, list)))
     lines += [f"Settings: {described}.", "",
               f"Mean ± sample std over {report['num_seeds']} seeds (one ensemble training run and "
-              "one held-out draw per seed). Metrics against the observed ratings; RMSE vs r* "
-              "against the simulator's true expected rating. `rm_single` = a member's metric "
+              "one held-out draw per seed). Metrics against the observed ratings"
+              + ("; RMSE vs r* against the simulator's true expected rating" if has_true else "")
+              + ". `rm_single` = a member's metric "
               "averaged over the M members; `rm_ensemble` = the members' mean prediction. The "
               "baselines are fitted on all training events (for split (b) these include a user's "
               "events after the held-out one); the reward models see only the events before the "

@@ -167,7 +167,9 @@ class HSTU(nnx.Module):
         self.config = c
         self.item_emb = nnx.Param(
             jax.random.truncated_normal(rngs.params(), -2.0, 2.0, (c.table_size, c.dim)) * 0.02)
-        self.pos_emb = nnx.Param(_INIT(rngs.params(), (c.max_len, c.dim)))
+        # As the public reference: positions start at the scale of the √D-scaled items.
+        self.pos_emb = nnx.Param(jax.random.truncated_normal(
+            rngs.params(), -2.0, 2.0, (c.max_len, c.dim)) * math.sqrt(1.0 / c.dim))
         if c.rating_inputs:
             # Ratings enter on a half-star grid: level = round(2 · rating), 0 = no rating.
             self.rating_emb = nnx.Param(_INIT(rngs.params(), (11, c.dim)))

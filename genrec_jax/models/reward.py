@@ -4,8 +4,8 @@
     r_pos = model.predict_positions(batch)          # [B, L] rating of batch["targets"] at each i
     r_new = model.score(batch, items)               # [B, K] ratings of candidates after the history
 
-Encoder. ``HSTU(rating_inputs=True)`` (the project's encoder, not a copy): the input at position ``j``
-is ``item_emb[inputs_j]·√D + pos_emb[j] + rating_emb[round(2·ratings_j)]``; causal attention makes
+Encoder. ``HSTU(rating_inputs=True)`` (the project's encoder, not a copy): the input at
+position ``j`` is ``item_emb[inputs_j]·√D + pos_emb[j] + rating_emb[round(2·ratings_j)]``; causal attention makes
 the user vector ``h_i`` (L2-normalised, ``[D]``) a function of events ``0..i`` and of their ratings
 only. ``ratings_j = 0`` means "rating unknown" (used for events whose rating is held out).
 
@@ -35,13 +35,28 @@ Two heads:
 
 - ``head="regression"``: ``out = 1``, ``r̂ = lo + (hi − lo)·σ(z)``; loss ``(r̂ − r)²``.
 - ``head="ordinal"``: ``out = K`` scale bins ``v_k = lo + k·step`` (K = 5 on a 1–5 star scale);
-  ``p = softmax(z)``, ``r̂ = Σ_k p_k v_k``; loss = cross-entropy of the bin ``round((r − lo)/step)``.
+  ``p = softmax(z)``, ``r̂ = Σ_k p_k v_k``; loss = cross-entropy of the bin
+  ``round((r − lo)/step)``.
 
 Both predictions lie in ``[lo, hi]`` by construction. Losses are per position; the mask is
 ``batch["weights"] > 0`` (positions without a target, held-out events and, in an ensemble, users
 outside a member's bootstrap half weigh 0). Rows hold one user each (no packed batches).
 
-Head choice: TBD (measurements pending).
+Head choice: ``"regression"`` (the default). Measured with ``python -m experiments.reward``
+(defaults: M = 5, 8 epochs, 3 seeds; ``reward.head=`` overridden), ensemble mean, mean over seeds;
+RMSE / MAE on (a) each user's last event, RMSE / MAE / within-user pairwise accuracy on (b) the
+random 10 % of training events held out, and on the simulator RMSE against the true rating r*:
+
+    simulator  regression  (a) 0.991 / 0.794   (b) 1.017 / 0.807 / 0.614   r* (a) 0.873 (b) 0.887
+               ordinal     (a) 1.017 / 0.817   (b) 1.031 / 0.821 / 0.595   r* (a) 0.903 (b) 0.905
+    ml-100k    regression  (a) 1.009 / 0.787   (b) 0.943 / 0.740 / 0.709
+               ordinal     (a) 1.008 / 0.788   (b) 0.941 / 0.740 / 0.712
+
+(seed std 0.002–0.009 RMSE). On ml-100k the two heads tie (every difference is below one seed
+std); on the simulator the regression head is better on every metric, by about 2 (b) to 5 (a)
+seed stds in RMSE — the simulator's rating is mostly a smooth user·item affinity, which the
+squared-error head appears to pick up faster in the 96 steps of training. It also has one output
+instead of K.
 """
 
 from __future__ import annotations

@@ -28,13 +28,14 @@ def sampled_softmax_positions(user_vecs, item_vecs, targets, negatives, *, tempe
     ``negatives [B, L, R]`` → ``[B, L]``.
 
     ``mode="dense"`` scores the whole (small) catalogue with one matmul and gathers the sampled
-    columns; ``"gather"`` gathers the negative vectors (memory ∝ R, for large catalogues);
-    ``"auto"`` picks dense when ``V ≤ 32·R``. Both give the same numbers.
+    columns; ``"gather"`` gathers the negative vectors (memory ∝ R). Both give the same numbers.
+    ``"auto"`` picks dense only when ``V ≤ 2·R``: on MovieLens 100K (V = 1683, R = 128, 72 packed
+    rows of 200) a CPU train step took 0.81 s dense vs 0.55 s gathered.
     """
     if mode not in NEGATIVE_MODES:
         raise ValueError(f"negatives mode must be one of {NEGATIVE_MODES}, got {mode!r}")
     if mode == "auto":
-        mode = "dense" if item_vecs.shape[0] <= 32 * negatives.shape[-1] else "gather"
+        mode = "dense" if item_vecs.shape[0] <= 2 * negatives.shape[-1] else "gather"
     pos = jnp.sum(user_vecs * item_vecs[targets], axis=-1) / temperature
     if mode == "dense":
         scores = user_vecs @ item_vecs.T / temperature

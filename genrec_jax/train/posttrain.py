@@ -88,8 +88,8 @@ def load_init_config(init_dir: str) -> ml_collections.ConfigDict:
     """The config a pretraining workdir was trained with (``init_dir/config.json``)."""
     path = os.path.join(os.fspath(init_dir), "config.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--init={init_dir} is not a pretraining workdir: {path} is missing "
-                                "(run experiments.pretrain first)")
+        raise FileNotFoundError(f"--init={init_dir} is not a pretraining workdir: {path} is "
+                                "missing (run experiments.pretrain first)")
     with open(path, encoding="utf-8") as f:
         return ml_collections.ConfigDict(json.load(f))
 

@@ -36,13 +36,15 @@ def make_ppo_step(graphdef, optimizer: optax.GradientTransformation, scorer_fn, 
                   chunk_size: int = 4096, log_kl: bool = True):
     """Jitted ``step(graphdef, state, batch, ref_params, rm_params) -> (state, metrics)``.
 
-    ``scorer_fn`` = ``Scorer.last``; ``chunk_size``: item chunk of the exact KL diagnostic. ``state["step"]`` counts rollout batches (each with
-    ``ppo_epochs`` optimizer updates). Metrics: ``loss`` (mean over the epochs), ``reward``
-    (mean RM score of the sampled items), ``shaped_reward``, ``kl_sample`` (mean
-    ``log π_old(a) − log π_ref(a)``), ``kl_ref`` (exact, at the states, before the update),
-    ``ratio_first`` / ``ratio_last`` (mean ``ρ`` at the first / last epoch), ``ratio_dev_first``
-    (max ``|ρ − 1|`` at the first epoch), ``clip_frac``
-    (share of samples with ``|ρ − 1| > clip_eps``, mean over epochs), ``grad_norm``.
+    ``scorer_fn`` = ``Scorer.last``; ``chunk_size``: item chunk of the exact KL diagnostic.
+    ``state["step"]`` counts rollout batches (each with ``ppo_epochs`` optimizer updates).
+
+    Metrics: ``loss`` (mean over the epochs), ``reward`` (mean RM score of the sampled items),
+    ``shaped_reward``, ``kl_sample`` (mean ``log π_old(a) − log π_ref(a)``), ``kl_ref`` (exact,
+    at the states, before the update), ``ratio_first`` / ``ratio_last`` (mean ``ρ`` at the
+    first / last epoch), ``ratio_dev_first`` (max ``|ρ − 1|`` at the first epoch),
+    ``clip_frac`` (share of samples with ``|ρ − 1| > clip_eps``, mean over epochs),
+    ``frac_states`` (rows with a state), ``grad_norm``.
     """
     ppo_epochs = int(ppo_epochs)
     if ppo_epochs < 1:

@@ -8,6 +8,7 @@ trains with sampled or full softmax, evaluates on the leave-last-out test split 
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -83,7 +84,7 @@ def pretrain(cfg, workdir: str, *, data: PreparedData | None = None, verbose: bo
     num_steps = num_steps_for(cfg, steps_per_epoch)
     batcher = data.train_batcher(
         int(cfg.batch_size), int(cfg.seed), pack=bool(cfg.data.pack), num_steps=num_steps,
-        row_multiple=max(1, mesh.shape[shd.DATA] // jax.process_count()))
+        row_multiple=math.lcm(8, mesh.shape[shd.DATA]))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(cfg.checkpoint_every),
                         keep=int(cfg.keep_checkpoints))
     state, _ = loop.resume(ckpt, state)
