@@ -10,10 +10,11 @@ MovieLens 100K (files read from a folder you give; or add download=True to fetch
 
 Smoke run (seconds): append ``:smoke=True`` (or ``,smoke=True``) to the config path.
 
-Expected: on ml-100k with the defaults (the public ML-1M HSTU configuration, 60 epochs), the
-``peer_protocol`` figures of ``benchmarks/pretrain.py`` reach HR@10 ≥ 0.19 and NDCG@10 ≥ 0.10;
-``metrics.json`` holds ``hr@10``, ``ndcg@10``, ``mrr``, their ``_liked`` variants and the
-most-popular baseline. See README.md ("Results") for the figures measured.
+Expected: ``python benchmarks/pretrain.py --dataset=ml-100k --data_dir=../shared/data/ml-100k``
+(these defaults = the public ML-1M HSTU configuration, 60 epochs) measured here: HR@10 0.198,
+NDCG@10 0.101, HR@50 0.479, MRR 0.088 (whole history excluded); with only the input window
+excluded (the reference's rule) 0.197 / 0.100 / 0.471 / 0.087; most-popular HR@10 0.086;
+4.5 s per epoch on 2 CPU cores. The smoke run finishes in about 20 s.
 """
 
 import ml_collections

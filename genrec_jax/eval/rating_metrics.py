@@ -41,7 +41,7 @@ __all__ = ["rating_metrics", "average_ranks", "spearman", "pairwise_accuracy", "
 _BLOCK_ELEMENTS = 1 << 20
 
 
-def _as_1d_float(name: str, values: Any) -> np.ndarray:
+def as_finite_1d(name: str, values: Any) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
@@ -53,7 +53,7 @@ def _as_1d_float(name: str, values: Any) -> np.ndarray:
     return arr
 
 
-def _check_lengths(**arrays: np.ndarray) -> None:
+def check_same_length(**arrays: np.ndarray) -> None:
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:
         desc = ", ".join(f"{name} ({n})" for name, n in lengths.items())
@@ -77,9 +77,9 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
 
 def spearman(pred: np.ndarray, true: np.ndarray) -> float:
     """Spearman rank correlation with average ranks for ties; NaN if undefined."""
-    pred = _as_1d_float("pred", pred)
-    true = _as_1d_float("true", true)
-    _check_lengths(pred=pred, true=true)
+    pred = as_finite_1d("pred", pred)
+    true = as_finite_1d("true", true)
+    check_same_length(pred=pred, true=true)
     if pred.shape[0] < 2:
         return math.nan
     rp = average_ranks(pred)
@@ -113,12 +113,12 @@ def _pair_sums(pred_block: np.ndarray, true_block: np.ndarray) -> tuple[int, int
 
 def pairwise_accuracy(pred: np.ndarray, true: np.ndarray, users: np.ndarray) -> tuple[float, int]:
     """Within-user ordering accuracy and its number of pairs (see the module docstring)."""
-    pred = _as_1d_float("pred", pred)
-    true = _as_1d_float("true", true)
+    pred = as_finite_1d("pred", pred)
+    true = as_finite_1d("true", true)
     users = np.asarray(users)
     if users.ndim != 1:
         raise ValueError(f"users must be a 1-D array, got shape {users.shape}")
-    _check_lengths(pred=pred, true=true, users=users)
+    check_same_length(pred=pred, true=true, users=users)
     if users.shape[0] == 0:
         return math.nan, 0
     order = np.argsort(users, kind="stable")
@@ -160,12 +160,12 @@ def rating_metrics(pred: Any, true: Any, users: Any) -> dict[str, float | int]:
       ValueError: arrays not 1-D, of different lengths (the message names them), non-finite
         values, or no events.
     """
-    pred = _as_1d_float("pred", pred)
-    true = _as_1d_float("true", true)
+    pred = as_finite_1d("pred", pred)
+    true = as_finite_1d("true", true)
     users = np.asarray(users)
     if users.ndim != 1:
         raise ValueError(f"users must be a 1-D array, got shape {users.shape}")
-    _check_lengths(pred=pred, true=true, users=users)
+    check_same_length(pred=pred, true=true, users=users)
     if true.shape[0] == 0:
         raise ValueError("rating_metrics needs at least one event")
 

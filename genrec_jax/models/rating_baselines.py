@@ -29,6 +29,8 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from genrec_jax.eval.rating_metrics import as_finite_1d, check_same_length
+
 __all__ = [
     "RatingPredictor",
     "GlobalMean",
@@ -72,30 +74,11 @@ def _as_ids(name: str, values: Any) -> np.ndarray:
     return arr
 
 
-def _as_ratings(name: str, values: Any) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
-    if arr.size and not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite (found NaN or inf)")
-    return arr
-
-
-def _check_lengths(**arrays: np.ndarray) -> None:
-    lengths = {name: len(a) for name, a in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        desc = ", ".join(f"{name} ({n})" for name, n in lengths.items())
-        raise ValueError(f"length mismatch: {desc} must all have the same length")
-
-
 def _check_fit_inputs(users, items, ratings):
     users = _as_ids("users", users)
     items = _as_ids("items", items)
-    ratings = _as_ratings("ratings", ratings)
-    _check_lengths(users=users, items=items, ratings=ratings)
+    ratings = as_finite_1d("ratings", ratings)
+    check_same_length(users=users, items=items, ratings=ratings)
     if ratings.size == 0:
         raise ValueError("cannot fit a rating predictor on zero events")
     return users, items, ratings
@@ -104,7 +87,7 @@ def _check_fit_inputs(users, items, ratings):
 def _check_predict_inputs(users, items):
     users = _as_ids("users", users)
     items = _as_ids("items", items)
-    _check_lengths(users=users, items=items)
+    check_same_length(users=users, items=items)
     return users, items
 
 

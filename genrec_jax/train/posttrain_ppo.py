@@ -94,7 +94,7 @@ def make_ppo_step(graphdef, optimizer: optax.GradientTransformation, scorer_fn, 
                 params)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
-            return (params, opt_state), (loss, ratio, clip, dev, optax.global_norm(grads))
+            return (params, opt_state), (loss, ratio, clip, dev, optax.tree.norm(grads))
 
         keys = jax.random.split(k_epochs, ppo_epochs)
         (params, opt_state), (loss, ratio, clip, dev, gnorm) = jax.lax.scan(

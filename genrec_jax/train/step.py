@@ -37,7 +37,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, st
             "step": state["step"] + 1,
             "rng": rng,
         }
-        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
     if state is None:
         return jax.jit(step, static_argnums=0, donate_argnums=1)
