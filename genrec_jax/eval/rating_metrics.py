@@ -111,14 +111,20 @@ def _pair_sums(pred_block: np.ndarray, true_block: np.ndarray) -> tuple[int, int
     return n_ordered // 2, s_ordered // 2
 
 
-def pairwise_accuracy(pred: np.ndarray, true: np.ndarray, users: np.ndarray) -> tuple[float, int]:
-    """Within-user ordering accuracy and its number of pairs (see the module docstring)."""
+def _checked_triplet(pred, true, users):
+    """Validated ``(pred, true, users)``: 1-D, finite predictions/ratings, equal lengths."""
     pred = as_finite_1d("pred", pred)
     true = as_finite_1d("true", true)
     users = np.asarray(users)
     if users.ndim != 1:
         raise ValueError(f"users must be a 1-D array, got shape {users.shape}")
     check_same_length(pred=pred, true=true, users=users)
+    return pred, true, users
+
+
+def pairwise_accuracy(pred: np.ndarray, true: np.ndarray, users: np.ndarray) -> tuple[float, int]:
+    """Within-user ordering accuracy and its number of pairs (see the module docstring)."""
+    pred, true, users = _checked_triplet(pred, true, users)
     if users.shape[0] == 0:
         return math.nan, 0
     order = np.argsort(users, kind="stable")
@@ -160,12 +166,7 @@ def rating_metrics(pred: Any, true: Any, users: Any) -> dict[str, float | int]:
       ValueError: arrays not 1-D, of different lengths (the message names them), non-finite
         values, or no events.
     """
-    pred = as_finite_1d("pred", pred)
-    true = as_finite_1d("true", true)
-    users = np.asarray(users)
-    if users.ndim != 1:
-        raise ValueError(f"users must be a 1-D array, got shape {users.shape}")
-    check_same_length(pred=pred, true=true, users=users)
+    pred, true, users = _checked_triplet(pred, true, users)
     if true.shape[0] == 0:
         raise ValueError("rating_metrics needs at least one event")
 
