@@ -8,6 +8,7 @@ import pytest
 
 from experiments.configs import posttrain as posttrain_config
 from experiments.posttrain import run
+from tests.util import numbers_in
 
 TINY = ("smoke=True,mesh.data=1,simulator.num_users=32,simulator.num_items=40,"
         "simulator.events_per_user=6:12,data.max_len=8,model.dim=8,model.qk_dim=4,"
@@ -15,15 +16,6 @@ TINY = ("smoke=True,mesh.data=1,simulator.num_users=32,simulator.num_items=40,"
         "smoke_reward_epochs=0,eval.batch_size=32")
 
 
-def _numbers(obj):
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _numbers(v)
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        yield obj
 
 
 def _check(path, algo):
@@ -36,7 +28,7 @@ def _check(path, algo):
                     "true_rating@1", "true_rating@10", "regret@1", "regret@10"):
             assert math.isfinite(m[key]), (block, key)
         assert 1.0 < m["true_rating@10"] < 5.0 and m["regret@10"] >= 0.0
-        assert all(math.isfinite(x) for x in _numbers(m))
+        assert all(math.isfinite(x) for x in numbers_in(m))
     assert metrics["judges"] == {"num_members": 1, "includes_training_rm": False}
     assert metrics["training_reward"] == "reward_model[0]"
     assert metrics["train"]["steps"] == 2

@@ -12,19 +12,11 @@ from experiments.reward import run
 from genrec_jax.data.prepare import prepare_data
 from genrec_jax.eval.judge import judge_rollout
 from genrec_jax.train.reward import load_ensemble
+from tests.util import numbers_in
 
 SMOKE = "smoke=True,epochs=1,reward.num_seeds=2,model.num_blocks=1,mesh.data=1"
 
 
-def _numbers(obj):
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _numbers(v)
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        yield obj
 
 
 def test_bad_ensemble_size_is_rejected(tmp_path):
@@ -40,7 +32,7 @@ def test_smoke_ablation_end_to_end(tmp_path):
 
     text = (tmp_path / "reward_report.json").read_text()
     loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-finite {c} in JSON"))
-    assert all(math.isfinite(x) for x in _numbers(loaded))
+    assert all(math.isfinite(x) for x in numbers_in(loaded))
     md = (tmp_path / "reward_report.md").read_text()
     assert "| rm_ensemble |" in md and "user_item_bias" in md and "nan" not in md.lower()
     assert set(loaded["splits"]) == {"test_last", "heldout_random"}
