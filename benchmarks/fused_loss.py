@@ -21,7 +21,10 @@ Usage::
     python benchmarks/fused_loss.py --quick --out=/tmp/fused_quick.json  # smoke run, seconds
 
 Prints one headline figure: at V=100k, N=4096 the chunked/reference ratios of added memory and
-step time.
+step time (and pallas/reference with ``--pallas``). On an accelerator, memory is read from the
+device allocator's counters (``bytes_in_use`` after the inputs, ``peak_bytes_in_use``) instead of
+the process RSS, and each worker also returns fixed random projections of its gradients, so the
+JSON's ``parity_vs_reference`` shows how closely each path agrees with the reference.
 """
 from __future__ import annotations
 
@@ -71,8 +74,17 @@ def worker(spec):
     targets = jnp.asarray(rng.integers(1, v, size=n, dtype=np.int32))
     weights = jnp.asarray(rng.uniform(0.0, 2.0, size=n).astype(np.float32))
     jax.block_until_ready((h, items, targets, weights))
-    _common.release_free_memory()
-    rss_inputs = _common.rss_bytes()
+    device_memory = jax.default_backend() != "cpu"
+    if device_memory:  # accelerator: the allocator's own counters (this process is fresh)
+        def in_use():
+            return jax.devices()[0].memory_stats()["bytes_in_use"]
+
+        def peak_bytes():
+            return jax.devices()[0].memory_stats()["peak_bytes_in_use"]
+    else:
+        in_use, peak_bytes = _common.rss_bytes, _common.peak_rss_bytes
+        _common.release_free_memory()
+    rss_inputs = in_use()
 
     kw = dict(temperature=0.05, valid_range=(1, v), impl=spec["impl"])
     if spec.get("chunk"):
@@ -85,15 +97,21 @@ def worker(spec):
     step = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
     args = (h, items, targets, weights)
     compiled, compile_s = _common.compile_timed(step, *args)
-    _common.release_free_memory()
-    rss_compiled = _common.rss_bytes()
-    reset = _common.reset_peak_rss()
+    if not device_memory:
+        _common.release_free_memory()
+    rss_compiled = in_use()
+    reset = False if device_memory else _common.reset_peak_rss()
     times, cpu_times = _common.time_steps(compiled, args, steps=spec["steps"],
                                           warmup=spec.get("warmup", 1))
-    peak = _common.peak_rss_bytes()
+    peak = peak_bytes()
     value, (dh, ditems) = compiled(*args)
     finite = bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(dh))) and bool(
         jnp.all(jnp.isfinite(ditems)))
+    # Fixed random projections of the gradients: equal across implementations (up to rounding)
+    # when they compute the same gradients, so runs in separate processes can be compared.
+    probe = np.random.default_rng(123)
+    projections = [float(jnp.vdot(g, jnp.asarray(probe.standard_normal(g.shape, np.float32))))
+                   for g in (dh, ditems)]
     return {
         "impl": spec["impl"], "chunk": spec.get("chunk"), "V": v, "N": n, "D": d,
         "compile_s": compile_s, "step_times_s": times, "median_s": _common.median(times),
@@ -101,8 +119,9 @@ def worker(spec):
         "rss_after_inputs_bytes": rss_inputs, "rss_after_compile_bytes": rss_compiled,
         "peak_rss_bytes": peak, "peak_reset": reset,
         "added_bytes": peak - rss_inputs, "added_after_compile_bytes": peak - rss_compiled,
-        "loss": float(value), "finite": finite,
+        "loss": float(value), "finite": finite, "grad_projections": projections,
         "jax_version": jax.__version__, "backend": jax.default_backend(),
+        "memory": "device allocator" if device_memory else "process RSS",
     }
 
 
@@ -128,6 +147,7 @@ def _summarise(runs):
         "added_after_compile_bytes": max(r["added_after_compile_bytes"] for r in ok),
         "finite": all(r["finite"] for r in ok),
         "loss": best["loss"],
+        "grad_projections": best.get("grad_projections"),
         "runs": runs,
     }
 
@@ -144,6 +164,8 @@ def run_config(v, n, args):
     if est <= budget:
         variants.append(("reference", None))
     variants += [("chunked", c) for c in args.chunks]
+    if args.pallas:
+        variants.append(("pallas", None))
     runs = {var: [] for var in variants}
     timeout = max(600.0, flops / 2e9)
     for r in range(rounds):
@@ -180,7 +202,19 @@ def run_config(v, n, args):
                        added_after_compile_bytes=good[best_c]["added_after_compile_bytes"],
                        finite=good[best_c]["finite"])
     out["chunked"] = chunked
+    if args.pallas:
+        out["pallas"] = _summarise(runs[("pallas", None)])
     ref = out["reference"]
+    if "loss" in ref:  # agreement with the reference, in relative terms
+        out["parity_vs_reference"] = {
+            name: _parity(ref, summary) for name, summary in
+            [(f"chunked[{c}]", per_chunk[str(c)]) for c in args.chunks]
+            + ([("pallas", out["pallas"])] if args.pallas else []) if "loss" in summary}
+    if "time_s" in ref and "time_s" in out.get("pallas", {}):
+        pal = out["pallas"]
+        out["ratios_pallas_over_reference"] = {
+            "time": pal["time_s"] / ref["time_s"],
+            "added_memory": pal["added_bytes"] / max(ref["added_bytes"], 1)}
     if "time_s" in ref and "time_s" in chunked:
         out["ratios_chunked_over_reference"] = {
             "time": chunked["time_s"] / ref["time_s"],
@@ -198,6 +232,17 @@ def run_config(v, n, args):
     return out
 
 
+def _parity(ref, other):
+    def rel(a, b):
+        return abs(a - b) / max(abs(a), 1e-30)
+
+    out = {"loss_rel_diff": rel(ref["loss"], other["loss"])}
+    if ref.get("grad_projections") and other.get("grad_projections"):
+        out["dh_projection_rel_diff"], out["ditems_projection_rel_diff"] = (
+            rel(a, b) for a, b in zip(ref["grad_projections"], other["grad_projections"]))
+    return out
+
+
 def _fmt_row(res):
     ref, ch = res["reference"], res["chunked"]
     mib = _common.MIB
@@ -209,8 +254,14 @@ def _fmt_row(res):
     rt = f"{ratios['time']:.2f}" if ratios else "-"
     rc = f"{ratios['cpu_time']:.2f}" if ratios else "-"
     rm = f"{ratios['added_memory']:.3f}" if ratios else "-"
-    return (f"{res['V']:>9d} {res['N']:>6d} | {ref_t:>9s} {ref_m:>8s} | {ch_t:>9s} {ch_m:>8s} "
-            f"{str(ch.get('best_chunk', '-')):>6s} | {rt:>6s} {rc:>6s} {rm:>7s}")
+    row = (f"{res['V']:>9d} {res['N']:>6d} | {ref_t:>9s} {ref_m:>8s} | {ch_t:>9s} {ch_m:>8s} "
+           f"{str(ch.get('best_chunk', '-')):>6s} | {rt:>6s} {rc:>6s} {rm:>7s}")
+    pal = res.get("pallas")
+    if pal is not None:
+        pal_t = f"{pal['time_s']:.4f}" if "time_s" in pal else "err"
+        pal_m = f"{pal['added_bytes'] / mib:.0f}" if "added_bytes" in pal else "err"
+        row += f" | pallas {pal_t} s {pal_m} MiB"
+    return row
 
 
 def main(argv=None):
@@ -225,6 +276,8 @@ def main(argv=None):
     p.add_argument("--ns", type=str, default=None, help="comma-separated N values (override)")
     p.add_argument("--chunks", type=str, default=None, help="comma-separated chunk sizes")
     p.add_argument("--d", type=int, default=64)
+    p.add_argument("--pallas", action="store_true",
+                   help="also run the Pallas kernel (compiled on GPU, interpreted on CPU: slow)")
     p.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -274,6 +327,12 @@ def main(argv=None):
         print(f"\nHEADLINE V={headline['V']} N={headline['N']}: chunked/reference added memory "
               f"{headline['added_memory_ratio']:.3f}x, time {headline['time_ratio']:.2f}x "
               f"(CPU time {headline['cpu_time_ratio']:.2f}x, chunk {headline['chunk']})")
+        pallas = head_cfg.get("ratios_pallas_over_reference")
+        if pallas:
+            headline["pallas_time_ratio"] = pallas["time"]
+            headline["pallas_added_memory_ratio"] = pallas["added_memory"]
+            print(f"HEADLINE pallas/reference: added memory {pallas['added_memory']:.3f}x, "
+                  f"time {pallas['time']:.2f}x")
     payload = {
         "benchmark": "fused_loss",
         "description": "weighted_softmax_xent forward+backward, reference vs chunked",
@@ -281,7 +340,8 @@ def main(argv=None):
         "quick": args.quick,
         "settings": {"D": args.d, "dtype": "float32", "temperature": 0.05,
                      "valid_range": "(1, V)", "steps": args.steps, "rounds": args.rounds,
-                     "chunks": list(args.chunks), "memory_budget_gib": args.memory_budget_gib},
+                     "chunks": list(args.chunks), "memory_budget_gib": args.memory_budget_gib,
+                     "pallas": args.pallas},
         "machine": _common.machine_info(),
         "wall_s": time.time() - t_start,
         "headline": headline,

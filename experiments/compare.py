@@ -5,6 +5,9 @@
 Stages (each in its own folder under DIR, skipped when its ``stage.json`` exists):
   seed{s}/pretrain → seed{s}/reward → seed{s}/{algo} for every algorithm
   → seed{s}/asft_lam{λ} (plot a) → landscape/noise{x}/... (plot c, simulator only).
+Points that equal a main run are not run twice: the λ sweep's point at A-SFT's own λ, and the
+landscape's level at the simulator's own rating noise. The other landscape levels train only the
+reward model that drives dpo/ipo/ppo and skip the judge (the plot shows the true reward).
 The shared blocks of the compare config (dataset, data, simulator, model, mesh, eval) go to every
 stage, so all stages see the same split.
 """
@@ -74,9 +77,9 @@ def _pretrain_stage(cfg, path, seed, noise=None):
                                                       verbose=False)[0]))
 
 
-def _reward_stage(cfg, path, seed, noise=None):
+def _reward_stage(cfg, path, seed, noise=None, extra_args=""):
     extra = {} if noise is None else {"simulator.rating_noise": noise}
-    arg = join(shared_args(cfg, seed=seed, **extra), cfg.reward_args)
+    arg = join(shared_args(cfg, seed=seed, **extra), cfg.reward_args, extra_args)
     return run_stage(path, lambda: _jsonable(reward_experiment.run(
         reward_config.get_config(arg), path, verbose=False)))
 
@@ -95,24 +98,38 @@ def _jsonable(obj):
                                  else str(x)))
 
 
-def run_seed(cfg, workdir: str, seed: int, algos, *, noise=None, lams=()):
+def run_seed(cfg, workdir: str, seed: int, algos, *, noise=None, lams=(), truth_only=False):
     """Pretrain, reward models and every algorithm for one seed; returns {algo: final metrics}
-    with the pretrained model's metrics under "pretrained"."""
+    with the pretrained model's metrics under "pretrained".
+
+    ``truth_only`` (the landscape): only the reward model that trains dpo/ipo/ppo (member 0) and
+    no judge, since only the simulator's true reward is reported."""
     base = os.path.join(workdir, f"seed{seed}")
     pre_dir, rm_dir = os.path.join(base, "pretrain"), os.path.join(base, "reward")
+    reward_extra, post_extra = (("reward.num_members=1", "judge.enabled=False,reward.train_member=0")
+                                if truth_only else ("", ""))
     _pretrain_stage(cfg, pre_dir, seed, noise)
-    rm_report = _reward_stage(cfg, rm_dir, seed, noise)
+    rm_report = _reward_stage(cfg, rm_dir, seed, noise, extra_args=reward_extra)
     out, initial = {}, None
     for algo in algos:
         m = _posttrain_stage(cfg, os.path.join(base, algo), seed, algo, pre_dir, rm_dir,
-                             noise=noise)
+                             extra_args=post_extra, noise=noise)
         out[algo] = m["final"]
         initial = initial or m["initial"]
     for lam in lams:
+        if "asft" in out and lam == asft_lambda(cfg):  # the main A-SFT run is this point
+            out[f"asft_lam{lam:g}"] = out["asft"]
+            continue
         m = _posttrain_stage(cfg, os.path.join(base, f"asft_lam{lam:g}"), seed, "asft",
                              pre_dir, rm_dir, extra_args=f"lam={lam}", noise=noise)
         out[f"asft_lam{lam:g}"] = m["final"]
     return {"pretrained": initial, **out}, rm_report
+
+
+def asft_lambda(cfg) -> float:
+    """λ of the main A-SFT runs (posttrain defaults with this config's overrides)."""
+    arg = join(cfg.posttrain_args, cfg.algo_args.get("asft", ""))
+    return float(posttrain_config.get_config(arg).lam)
 
 
 def rm_true_rmse(report, member: int = 0) -> float:
@@ -164,11 +181,16 @@ def run_landscape(cfg, workdir: str) -> dict:
     noises = [float(x) for x in cfg.landscape_noise]
     algos = tuple(cfg.landscape_algos)
     rmse, series = [], {a: [] for a in algos}
+    base_noise = float(cfg.simulator.rating_noise)
     for noise in noises:
         runs, reports = [], []
         for s in cfg.landscape_seeds:
-            rows, report = run_seed(cfg, os.path.join(workdir, "landscape", f"noise{noise:g}"),
-                                    int(s), algos, noise=noise)
+            if noise == base_noise and int(s) in [int(x) for x in cfg.seeds]:
+                # The main runs are this point: their finished stages are reused.
+                rows, report = run_seed(cfg, workdir, int(s), algos)
+            else:
+                rows, report = run_seed(cfg, os.path.join(workdir, "landscape", f"noise{noise:g}"),
+                                        int(s), algos, noise=noise, truth_only=True)
             runs.append(rows)
             reports.append(report)
         rmse.append(float(sum(rm_true_rmse(r) for r in reports) / len(reports)))

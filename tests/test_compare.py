@@ -12,7 +12,7 @@ from experiments.configs import compare as compare_config
 from genrec_jax.eval import comparison
 
 TINY = ("smoke=True,simulator.num_users=32,simulator.num_items=40,simulator.events_per_user=8:14,"
-        "data.max_len=12,landscape_noise=0.5:1.5,landscape_algos=asft")
+        "data.max_len=12,landscape_noise=0.5:1.5,landscape_algos=asft,lambda_sweep=0.3:1.0")
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +42,23 @@ def test_outputs_have_one_finite_row_per_algorithm(finished):
 
 
 def test_landscape_reports_rm_error_and_winner_per_noise(finished):
-    cfg, _, summary = finished
+    cfg, workdir, summary = finished
     land = summary["landscape"]
     assert land["noise"] == [0.5, 1.5]
+    # The simulator's own noise level (0.5) is the main seed-0 run, not a second one ...
+    assert sorted(os.listdir(os.path.join(workdir, "landscape"))) == ["noise1.5"]
+    # Other levels report only the true reward: one reward model (member 0), no judge.
+    other = os.path.join(workdir, "landscape", "noise1.5", "seed0")
+    with open(os.path.join(other, "asft", "metrics.json"), encoding="utf-8") as f:
+        assert "judge_score" not in json.load(f)["final"]
+    with open(os.path.join(other, "reward", "reward_report.json"), encoding="utf-8") as f:
+        text = f.read()
+    assert "rm_member_0" in text and "rm_member_1" not in text
+    assert tuple(cfg.seeds) == (0,)
+    assert land["series"]["asft"][0]["mean"] == summary["table"]["asft"]["true_rating@10"]["mean"]
+    # ... and the λ sweep's λ = 1 point is the main A-SFT run.
+    assert not os.path.exists(os.path.join(workdir, "seed0", "asft_lam1"))
+    assert os.path.exists(os.path.join(workdir, "seed0", "asft_lam0.3"))
     assert all(math.isfinite(x) for x in land["rm_rmse"])
     assert all(w in cfg.landscape_algos for w in land["winner"])
 

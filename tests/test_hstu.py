@@ -1,5 +1,8 @@
 """HSTU against a naive per-position implementation, plus causality and padding invariance."""
 
+import dataclasses
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +40,7 @@ def naive_encode(model: HSTU, batch) -> np.ndarray:
     emb = np.asarray(model.item_emb[...], np.float64)
     pos = np.asarray(model.pos_emb[...], np.float64)
     out = []
+    n = c.max_len + c.output_slots  # the padded length: divisor and position-table centre
     for b in range(batch["inputs"].shape[0]):
         ids = batch["inputs"][b]
         L = len(ids)
@@ -58,8 +62,8 @@ def naive_encode(model: HSTU, batch) -> np.ndarray:
                         dt = abs(float(batch["query_timestamps"][b, i]) - float(batch["timestamps"][b, j]))
                         bucket = int(np.clip(np.floor(np.log(max(dt, 1.0)) / 0.301), 0, c.num_time_buckets))
                         s = q[i, head * dq:(head + 1) * dq] @ k[j, head * dq:(head + 1) * dq]
-                        s += wp[L - 1 + j - i] + wt[bucket]
-                        acc += _silu(s) / L * v[j, head * dv:(head + 1) * dv]
+                        s += wp[n - 1 + j - i] + wt[bucket]
+                        acc += _silu(s) / n * v[j, head * dv:(head + 1) * dv]
                     mixed[i, head * dv:(head + 1) * dv] = acc
             wo = np.asarray(block.out.kernel[...], np.float64)
             bo = np.asarray(block.out.bias[...], np.float64)
@@ -68,8 +72,10 @@ def naive_encode(model: HSTU, batch) -> np.ndarray:
     return np.stack(out)
 
 
-def test_matches_naive_loop():
-    model = _model()
+@pytest.mark.parametrize("output_slots", [0, 3, 11])
+def test_matches_naive_loop(output_slots):
+    cfg = dataclasses.replace(CFG, output_slots=output_slots)
+    model = _model(cfg)
     batch = random_train_batch(CFG.num_items, 3, CFG.max_len, seed=3)
     got = np.asarray(model.encode(batch))
     want = naive_encode(model, batch)
@@ -139,8 +145,36 @@ def test_dropout_only_with_key():
     assert not np.allclose(np.asarray(a), np.asarray(c))
 
 
+def test_padded_length_sets_tables_and_divisor():
+    cfg = dataclasses.replace(CFG, output_slots=4)
+    assert cfg.padded_length == CFG.max_len + 4
+    model = HSTU(cfg, rngs=nnx.Rngs(0))
+    assert model.pos_emb.shape == (cfg.padded_length, cfg.dim)
+    assert model.blocks[0].bias.position.shape == (2 * cfg.padded_length - 1,)
+
+
+def test_initial_scales_follow_the_reference():
+    cfg = HSTUConfig(num_items=4000, max_len=500, dim=64, qk_dim=64, v_dim=64, num_heads=2)
+    model = HSTU(cfg, rngs=nnx.Rngs(3))
+    n = cfg.padded_length
+    pos = np.asarray(model.pos_emb[...])
+    np.testing.assert_allclose(pos.std(), math.sqrt(2.0 / (n + cfg.dim)), rtol=0.03)
+    items = np.asarray(model.item_emb[...])
+    np.testing.assert_allclose(items.std(), 0.02 * 0.88, rtol=0.03)  # truncated at ±2σ
+    assert np.abs(items).max() <= 0.04 + 1e-6
+    block = model.blocks[0]
+    np.testing.assert_allclose(np.asarray(block.uvqk.kernel[...]).std(), 0.02, rtol=0.03)
+    bound = 1 / math.sqrt(cfg.num_heads * cfg.v_dim)
+    bias = np.asarray(block.out.bias[...])
+    assert np.abs(bias).max() <= bound and bias.std() > 0.4 * bound  # U(±bound): std 0.58·bound
+    np.testing.assert_allclose(np.asarray(block.out.kernel[...]).var(),
+                               1 / (cfg.num_heads * cfg.v_dim), rtol=0.1)
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="dropout"):
         HSTUConfig(num_items=5, dropout=1.0)
     with pytest.raises(ValueError, match="num_items"):
         HSTUConfig(num_items=0)
+    with pytest.raises(ValueError, match="output_slots"):
+        HSTUConfig(num_items=5, output_slots=-1)

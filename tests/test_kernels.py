@@ -504,17 +504,25 @@ def test_benchmark_quick_smoke(tmp_path):
     out = tmp_path / "fused_loss_quick.json"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device is enough
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "fused_loss.py"), "--quick", f"--out={out}"],
+        [sys.executable, str(REPO / "benchmarks" / "fused_loss.py"), "--quick", "--pallas",
+         f"--out={out}"],
         capture_output=True, text=True, timeout=240, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "HEADLINE" in proc.stdout
     data = json.loads(out.read_text())
     assert data["quick"] is True
     (res,) = data["results"]
-    for section in (res["reference"], res["chunked"]):
+    for section in (res["reference"], res["chunked"], res["pallas"]):
         assert section["time_s"] > 0 and section["added_bytes"] is not None
         assert section["finite"] is True
+    # Every path computes the reference's loss and gradients (compared through projections).
+    parity = res["parity_vs_reference"]
+    assert set(parity) == {"chunked[4096]", "chunked[8192]", "pallas"}
+    for diffs in parity.values():
+        assert diffs["loss_rel_diff"] < 1e-5
+        assert diffs["dh_projection_rel_diff"] < 1e-4 and diffs["ditems_projection_rel_diff"] < 1e-4
     head = data["headline"]
     assert head["time_ratio"] > 0 and head["added_memory_ratio"] is not None
+    assert head["pallas_time_ratio"] > 0
     nums = list(_numbers(data))
     assert nums and all(math.isfinite(x) for x in nums)

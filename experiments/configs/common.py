@@ -83,9 +83,9 @@ def data_block(**overrides) -> ml_collections.ConfigDict:
 
 
 def model_block(**overrides) -> ml_collections.ConfigDict:
-    """HSTU, the public ML-1M configuration."""
+    """HSTU, the public ML-1M configuration (output_slots: see genrec_jax.models.hstu)."""
     block = dict(dim=50, num_blocks=2, num_heads=1, qk_dim=50, v_dim=50, dropout=0.2,
-                 temperature=0.05, num_time_buckets=128)
+                 temperature=0.05, num_time_buckets=128, output_slots=11)
     block.update(overrides)
     return ml_collections.ConfigDict(block)
 

@@ -55,8 +55,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.algo_args = ml_collections.ConfigDict({a: "" for a in ALGOS})
     # Plot (a): A-SFT at these λ (seeds as above); BC is the λ → ∞ end.
     c.lambda_sweep = (0.1, 0.3, 1.0, 3.0, 10.0)
-    # Plot (c), simulator only: rating noise levels (→ reward-model accuracy), one seed.
-    c.landscape_noise = (0.25, 0.75, 1.5)
+    # Plot (c), simulator only: rating noise levels (→ reward-model accuracy), one seed. The
+    # simulator's own level (0.5) reuses the main runs.
+    c.landscape_noise = (0.25, 0.5, 1.5)
     c.landscape_algos = ("bc", "rwbc", "asft", "dpo", "ppo")
     c.landscape_seeds = (0,)
     return common.finalize(c, arg, smoke)

@@ -1,18 +1,22 @@
 """HSTU: Hierarchical Sequential Transduction Units (Zhai et al., ICML 2024).
 
 Each block is pre-norm, has no feed-forward network, and replaces softmax attention with a
-pointwise SiLU over ``q kᵀ + rab`` divided by the padded length:
+pointwise SiLU over ``q kᵀ + rab`` divided by the padded length ``N``:
 
     x̃            = LayerNorm(x)                      (no affine, eps 1e-6)
     u, v, q, k   = split(SiLU(x̃ W_uvqk))              (no bias, init N(0, 0.02))
-    A_h          = SiLU(q_h k_hᵀ + rab) / L · causal  (per head; L = padded length)
+    A_h          = SiLU(q_h k_hᵀ + rab) / N · causal  (per head)
     y            = x + W_o · dropout(u ⊙ LayerNorm(concat_h A_h v_h))
 
-``rab[i, j] = w_p[L − 1 + j − i] + w_t[bucket(t_query[i] − t[j])]`` is shared by the heads of a
+``rab[i, j] = w_p[N − 1 + j − i] + w_t[bucket(t_query[i] − t[j])]`` is shared by the heads of a
 block, with ``bucket(Δ) = clip(floor(ln(max(|Δ|, 1)) / 0.301), 0, num_time_buckets)``.
 The query time of position ``i`` is the time of the event predicted there (the request time,
-``batch["query_timestamps"]``). ``L`` in the divisor is the configured ``max_len`` (the padded
-length), whatever the width of the batch.
+``batch["query_timestamps"]``).
+
+``N = max_len + output_slots``, whatever the width of the batch. Like the public reference, the
+padded length keeps ``output_slots`` positions after the history for the target and generated
+items (the reference: 1 + 10); they are never filled here, but they set the divisor and the span
+of the position tables, so the default (11) trains the same function as the reference.
 
 Packed batches (several users per row, see ``genrec_jax.data.packing``) carry ``segment_ids``
 and ``positions``: attention is then also restricted to equal segment ids and positions restart
@@ -22,6 +26,10 @@ Inputs are ``item_emb[ids] · √D + pos_emb[i]`` with dropout and padding rows 
 L2-normalised user vectors, and logits are cosine similarities with the L2-normalised item
 table divided by the temperature τ. The modules hold parameters only: randomness (dropout)
 comes in through an explicit key so the model is a pure function of ``(params, batch, key)``.
+
+Initialisation is the one the reference's parameters end up with: item embeddings truncated
+N(0, 0.02); ``W_uvqk``, ``w_p``, ``w_t`` N(0, 0.02); positions N(0, 2 / (N + D)) (Glorot normal
+over the ``[N, D]`` table); ``W_o`` variance 1 / fan-in with bias U(±1/√fan-in).
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ class HSTUConfig:
     num_time_buckets: int = 128
     table_multiple: int = 1
     rating_inputs: bool = False
+    output_slots: int = 11
 
     def __post_init__(self):
         for name in ("num_items", "max_len", "dim", "num_blocks", "num_heads", "qk_dim", "v_dim",
@@ -65,12 +74,28 @@ class HSTUConfig:
             raise ValueError(f"HSTUConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.temperature <= 0:
             raise ValueError(f"HSTUConfig.temperature must be > 0, got {self.temperature}")
+        if int(self.output_slots) < 0:
+            raise ValueError(f"HSTUConfig.output_slots must be >= 0, got {self.output_slots}")
+
+    @property
+    def padded_length(self) -> int:
+        """N: the attention divisor and the span of the position tables."""
+        return self.max_len + self.output_slots
 
     @property
     def table_size(self) -> int:
         """Rows of the item table: padding row 0, items 1..num_items, then sharding padding."""
         rows = self.num_items + 1
         return -(-rows // self.table_multiple) * self.table_multiple
+
+
+def _uniform(bound: float):
+    """Initializer drawing U(−bound, bound)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
 
 
 def layer_norm(x: jax.Array) -> jax.Array:
@@ -113,12 +138,12 @@ def attention_mask(batch) -> jax.Array:
 
 
 class RelativeBias(nnx.Module):
-    """rab[b, i, j] = w_p[L − 1 + j − i] + w_t[bucket(t_query[b, i] − t[b, j])]."""
+    """rab[b, i, j] = w_p[N − 1 + j − i] + w_t[bucket(t_query[b, i] − t[b, j])]."""
 
-    def __init__(self, max_len: int, num_time_buckets: int, *, rngs: nnx.Rngs):
-        self.max_len = max_len
+    def __init__(self, padded_length: int, num_time_buckets: int, *, rngs: nnx.Rngs):
+        self.padded_length = padded_length
         self.num_time_buckets = num_time_buckets
-        self.position = nnx.Param(_INIT(rngs.params(), (2 * max_len - 1,)))
+        self.position = nnx.Param(_INIT(rngs.params(), (2 * padded_length - 1,)))
         self.time = nnx.Param(_INIT(rngs.params(), (num_time_buckets + 1,)))
 
     def __call__(self, buckets: jax.Array) -> jax.Array:
@@ -126,7 +151,7 @@ class RelativeBias(nnx.Module):
         length = buckets.shape[1]
         i = jnp.arange(length)[:, None]
         j = jnp.arange(length)[None, :]
-        pos = self.position[...][self.max_len - 1 + j - i]
+        pos = self.position[...][self.padded_length - 1 + j - i]
         return pos[None] + self.time[...][buckets]
 
 
@@ -136,12 +161,14 @@ class HSTUBlock(nnx.Module):
     def __init__(self, config: HSTUConfig, *, rngs: nnx.Rngs):
         c = config
         self.num_heads, self.qk_dim, self.v_dim = c.num_heads, c.qk_dim, c.v_dim
-        self.max_len = c.max_len
+        self.padded_length = c.padded_length
         self.dropout_rate = c.dropout
         width = c.num_heads * (2 * c.v_dim + 2 * c.qk_dim)
         self.uvqk = nnx.Linear(c.dim, width, use_bias=False, kernel_init=_INIT, rngs=rngs)
-        self.out = nnx.Linear(c.num_heads * c.v_dim, c.dim, use_bias=True, rngs=rngs)
-        self.bias = RelativeBias(c.max_len, c.num_time_buckets, rngs=rngs)
+        fan_in = c.num_heads * c.v_dim
+        self.out = nnx.Linear(fan_in, c.dim, use_bias=True, rngs=rngs,
+                              bias_init=_uniform(1 / math.sqrt(fan_in)))
+        self.bias = RelativeBias(c.padded_length, c.num_time_buckets, rngs=rngs)
 
     def __call__(self, x, mask, time_bucket, key=None):
         """``x [B, L, D]``, ``mask [B or 1, L, L]`` (who attends to whom), ``time_bucket [B, L, L]``."""
@@ -154,7 +181,7 @@ class HSTUBlock(nnx.Module):
         v = v.reshape(batch, length, h, dv)
         rab = self.bias(time_bucket)
         scores = jnp.einsum("bihd,bjhd->bhij", q, k) + rab[:, None]
-        attn = jnp.where(mask[:, None], jax.nn.silu(scores), 0.0) / self.max_len
+        attn = jnp.where(mask[:, None], jax.nn.silu(scores), 0.0) / self.padded_length
         mixed = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(batch, length, h * dv)
         return x + self.out(dropout(u * layer_norm(mixed), self.dropout_rate, key))
 
@@ -167,9 +194,9 @@ class HSTU(nnx.Module):
         self.config = c
         self.item_emb = nnx.Param(
             jax.random.truncated_normal(rngs.params(), -2.0, 2.0, (c.table_size, c.dim)) * 0.02)
-        # As the public reference: positions start at the scale of the √D-scaled items.
-        self.pos_emb = nnx.Param(jax.random.truncated_normal(
-            rngs.params(), -2.0, 2.0, (c.max_len, c.dim)) * math.sqrt(1.0 / c.dim))
+        n = c.padded_length
+        self.pos_emb = nnx.Param(jax.random.normal(rngs.params(), (n, c.dim))
+                                 * math.sqrt(2.0 / (n + c.dim)))
         if c.rating_inputs:
             # Ratings enter on a half-star grid: level = round(2 · rating), 0 = no rating.
             self.rating_emb = nnx.Param(_INIT(rngs.params(), (11, c.dim)))

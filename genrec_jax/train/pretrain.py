@@ -33,7 +33,9 @@ def model_config(cfg, num_items: int, mesh) -> HSTUConfig:
                       qk_dim=int(m.qk_dim), v_dim=int(m.v_dim), dropout=float(m.dropout),
                       temperature=float(m.temperature),
                       num_time_buckets=int(m.num_time_buckets),
-                      table_multiple=int(mesh.shape[shd.MODEL]))
+                      table_multiple=int(mesh.shape[shd.MODEL]),
+                      # Runs saved before this field existed used N = max_len.
+                      output_slots=int(m.get("output_slots", 0)))
 
 
 def next_item_loss_fn(loss_cfg, mesh=None):
