@@ -204,6 +204,14 @@ def test_loader_round_trip_and_judge_interface(tmp_path):
         rw.load_ensemble(tmp_path / "nothing")
 
 
+def test_config_dict_keeps_the_encoder_padded_length():
+    cfg = tiny("regression", output_slots=3)
+    assert cfg.hstu().padded_length == cfg.max_len + 3
+    assert RewardConfig.from_dict(cfg.to_dict()) == cfg
+    saved_before = {k: v for k, v in cfg.to_dict().items() if k != "output_slots"}
+    assert RewardConfig.from_dict(saved_before).hstu().padded_length == cfg.max_len
+
+
 def _dataset(num_users=6, seed=0):
     rng = np.random.default_rng(seed)
     users, items, rates, ts = [], [], [], []

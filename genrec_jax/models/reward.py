@@ -89,6 +89,7 @@ class RewardConfig:
     dropout: float = 0.2
     num_time_buckets: int = 128
     table_multiple: int = 1
+    output_slots: int = 11
     rating_scale: tuple[float, float] = (1.0, 5.0)
     rating_step: float = 1.0
     head: str = "regression"
@@ -140,7 +141,8 @@ class RewardConfig:
                           num_blocks=self.num_blocks, num_heads=self.num_heads,
                           qk_dim=self.qk_dim, v_dim=self.v_dim, dropout=self.dropout,
                           num_time_buckets=self.num_time_buckets,
-                          table_multiple=self.table_multiple, rating_inputs=True)
+                          table_multiple=self.table_multiple, rating_inputs=True,
+                          output_slots=self.output_slots)
 
     @property
     def num_classes(self) -> int:
@@ -179,6 +181,7 @@ class RewardConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "RewardConfig":
         fields = {f.name for f in dataclasses.fields(cls)}
+        d = {"output_slots": 0, **d}  # ensembles saved before the field existed used N = max_len
         return cls(**{k: (tuple(v) if k in ("rating_scale", "rating_prior") else v)
                       for k, v in d.items() if k in fields})
 

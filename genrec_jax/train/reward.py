@@ -94,6 +94,7 @@ def reward_config(cfg, *, num_items: int, rating_scale: Sequence[float], rating_
         num_items=int(num_items), max_len=int(cfg.reward.max_len), dim=int(m.dim),
         num_blocks=int(m.num_blocks), num_heads=int(m.num_heads), qk_dim=int(m.qk_dim),
         v_dim=int(m.v_dim), dropout=float(m.dropout), num_time_buckets=int(m.num_time_buckets),
+        output_slots=int(m.get("output_slots", 0)),
         table_multiple=1 if mesh is None else int(mesh.shape[shd.MODEL]),
         rating_scale=tuple(float(v) for v in rating_scale), rating_step=float(rating_step),
         head=str(cfg.reward.head), hidden_dim=int(cfg.reward.hidden_dim),
