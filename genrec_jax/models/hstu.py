@@ -16,7 +16,7 @@ The query time of position ``i`` is the time of the event predicted there (the r
 ``N = max_len + output_slots``, whatever the width of the batch. Like the public reference, the
 padded length keeps ``output_slots`` positions after the history for the target and generated
 items (the reference: 1 + 10); they are never filled here, but they set the divisor and the span
-of the position tables, so the default (11) trains the same function as the reference.
+of the position tables; the default (11) is the reference's ML-1M setting.
 
 Packed batches (several users per row, see ``genrec_jax.data.packing``) carry ``segment_ids``
 and ``positions``: attention is then also restricted to equal segment ids and positions restart
