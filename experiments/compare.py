@@ -116,8 +116,9 @@ def run_seed(cfg, workdir: str, seed: int, algos, *, noise=None, lams=(), truth_
                              extra_args=post_extra, noise=noise)
         out[algo] = m["final"]
         initial = initial or m["initial"]
+    main_lam = asft_lambda(cfg) if lams and "asft" in out else None
     for lam in lams:
-        if "asft" in out and lam == asft_lambda(cfg):  # the main A-SFT run is this point
+        if lam == main_lam:  # the main A-SFT run is this point
             out[f"asft_lam{lam:g}"] = out["asft"]
             continue
         m = _posttrain_stage(cfg, os.path.join(base, f"asft_lam{lam:g}"), seed, "asft",
