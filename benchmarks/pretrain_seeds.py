@@ -21,7 +21,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,10 @@ import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
+sys.path.insert(1, os.path.dirname(_HERE))
 
 import _common  # noqa: E402
+from genrec_jax.eval.comparison import mean_std  # noqa: E402
 
 METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
 
@@ -80,11 +81,6 @@ def run_one(args, name: str, overrides: str, seed: int, folder: str) -> dict:
         result = json.load(f)
     result.update(variant=name, seed=seed, wall_s=time.time() - t0)
     return result
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def summarise(runs: list[dict], bar: dict[str, float]) -> dict:
