@@ -371,9 +371,8 @@ def read_ml_csv(path: PathLike, *, release: Optional[str] = None) -> Events:
 def read_item_titles_100k(path: PathLike) -> Dict[int, str]:
     """MovieLens 100K ``u.item`` (Latin-1, ``|``-separated ``id|title|...``) -> {id: title}."""
     path = _require_file(path, _movielens_hint("ml-100k", pathlib.Path(path)))
-    titles: Dict[int, str] = {}
-    first_line: Dict[int, int] = {}
-    with _open_binary(path) as f:
+
+    def entries(f):
         for lineno, line in _numbered_lines(path, f):
             if not line.strip():
                 continue
@@ -384,19 +383,26 @@ def read_item_titles_100k(path: PathLike) -> Dict[int, str]:
                     "missing: expected pipe ('|')-separated fields 'movie id|title|...', "
                     f"found {show(line)}",
                 )
-            item = _parse_id(path, lineno, "movie id", parts[0])
-            _add_title(path, lineno, titles, first_line, item, parts[1], "movie id")
+            yield lineno, _parse_id(path, lineno, "movie id", parts[0]), parts[1]
+
+    with _open_binary(path) as f:
+        return _titles_by_id(path, entries(f), "movie id")
+
+
+def _titles_by_id(path, entries, field) -> Dict[int, str]:
+    """{id: title} from ``(line number, id, title)`` entries; a repeated id is an error that
+    names both lines."""
+    titles: Dict[int, str] = {}
+    first_line: Dict[int, int] = {}
+    for lineno, item, title in entries:
+        if item in titles:
+            raise DataError.at(
+                path, lineno, field,
+                f"duplicate id {item} (first seen on line {first_line[item]})",
+            )
+        titles[item] = title
+        first_line[item] = lineno
     return titles
-
-
-def _add_title(path, lineno, titles, first_line, item, title, field) -> None:
-    if item in titles:
-        raise DataError.at(
-            path, lineno, field,
-            f"duplicate id {item} (first seen on line {first_line[item]})",
-        )
-    titles[item] = title
-    first_line[item] = lineno
 
 
 def read_item_titles_dat(path: PathLike, *, encoding: str = "latin-1") -> Dict[int, str]:
@@ -406,9 +412,8 @@ def read_item_titles_dat(path: PathLike, *, encoding: str = "latin-1") -> Dict[i
     """
     path = _require_file(path, _movielens_hint(None, pathlib.Path(path)))
     names = ("MovieID", "Title", "Genres")
-    titles: Dict[int, str] = {}
-    first_line: Dict[int, int] = {}
-    with _open_binary(path) as f:
+
+    def entries(f):
         for lineno, line in _numbered_lines(path, f):
             if not line.strip():
                 continue
@@ -424,10 +429,11 @@ def read_item_titles_dat(path: PathLike, *, encoding: str = "latin-1") -> Dict[i
             parts = text.split("::")
             if len(parts) < 3:
                 raise _count_error(path, lineno, line, b"::", names)
-            item = _parse_id(path, lineno, "MovieID", parts[0])
             # A title could itself contain '::'; the genres are always the last field.
-            _add_title(path, lineno, titles, first_line, item, "::".join(parts[1:-1]), "MovieID")
-    return titles
+            yield lineno, _parse_id(path, lineno, "MovieID", parts[0]), "::".join(parts[1:-1])
+
+    with _open_binary(path) as f:
+        return _titles_by_id(path, entries(f), "MovieID")
 
 
 read_item_titles_1m = read_item_titles_dat
@@ -462,10 +468,9 @@ def read_item_titles_csv(path: PathLike) -> Dict[int, str]:
     """MovieLens ``movies.csv`` (UTF-8, header ``movieId,title,genres``, quoted titles)."""
     path = _require_file(path, _movielens_hint(None, pathlib.Path(path)))
     names = ("movieId", "title", "genres")
-    titles: Dict[int, str] = {}
-    first_line: Dict[int, int] = {}
-    header_seen = False
-    with _open_binary(path) as f:
+
+    def entries(f):
+        header_seen = False
         for lineno, row in _csv_rows(path, f, ",", names):
             if not row or not any(cell.strip() for cell in row):
                 continue
@@ -483,9 +488,10 @@ def read_item_titles_csv(path: PathLike) -> Dict[int, str]:
                     f"expected 3 comma-separated fields (movieId, title, genres), found "
                     f"{len(row)} (titles containing commas must be quoted)",
                 )
-            item = _parse_id(path, lineno, "movieId", row[0])
-            _add_title(path, lineno, titles, first_line, item, row[1], "movieId")
-    return titles
+            yield lineno, _parse_id(path, lineno, "movieId", row[0]), row[1]
+
+    with _open_binary(path) as f:
+        return _titles_by_id(path, entries(f), "movieId")
 
 
 # --------------------------------------------------------------------------------------
