@@ -203,6 +203,13 @@ BAD = [
      ["quoted"]),
     ("titles-dat-not-int", read_item_titles_1m, "movies.dat", "x::Title::Drama\n", 1, "MovieID",
      ["'x'"]),
+    ("titles-100k-duplicate", read_item_titles_100k, "u.item", "1|A|x\n2|B|x\n1|C|x\n", 3,
+     "movie id", ["duplicate id 1", "first seen on line 1"]),
+    ("titles-dat-duplicate", read_item_titles_1m, "movies.dat", "5::A::Drama\n\n5::B::Drama\n",
+     3, "MovieID", ["duplicate id 5", "first seen on line 1"]),
+    ("titles-csv-duplicate", read_item_titles_csv, "movies.csv",
+     "movieId,title,genres\n7,A,Drama\n7,\"B, C\",Drama\n", 3, "movieId",
+     ["duplicate id 7", "first seen on line 2"]),
 ]
 
 
