@@ -3,7 +3,8 @@
 * timing with compilation separated from the steady-state step time;
 * resident-memory readings of the current process (VmRSS, peak VmHWM, peak reset);
 * running one measurement in a fresh subprocess and reading back its JSON result;
-* writing results as JSON.
+* writing results as JSON;
+* stage lines while a benchmark runs (:func:`stages`).
 
 Nothing here imports JAX at module import time, so a parent process that only orchestrates
 subprocesses stays small.
@@ -11,9 +12,9 @@ subprocesses stays small.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import json
-import math
 import os
 import platform
 import resource
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from genrec_jax.io import write_json as _write_json
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -147,6 +150,14 @@ def run_worker(script: str, spec: Dict[str, Any], timeout: float,
         return {"error": "unparsable worker output: " + lines[-1][:200]}
 
 
+def stages(total: int, title: str, *, stderr: bool = False):
+    """A :class:`genrec_jax.train.progress.Stages` printing ``title: [k/N] name done in ... |
+    elapsed ... | ETA ...`` lines (to stderr when stdout carries the result)."""
+    from genrec_jax.train.progress import Stages  # noqa: PLC0415 (no JAX import: plain Python)
+
+    return Stages(total, title, out=sys.stderr if stderr else None)
+
+
 def machine_info() -> Dict[str, Any]:
     info: Dict[str, Any] = {
         "python": platform.python_version(),
@@ -161,22 +172,5 @@ def machine_info() -> Dict[str, Any]:
     return info
 
 
-def _finite_or_none(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
-def write_json(path: str, obj: Any) -> None:
-    """Writes ``obj`` as indented JSON (non-finite floats become null), atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(_finite_or_none(obj), f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+# Benchmark results keep their key order and are strict JSON (NaN/inf written as null).
+write_json = functools.partial(_write_json, sort_keys=False, nonfinite_as_null=True)

@@ -299,10 +299,11 @@ def main(argv=None):
 
     t_start = time.time()
     results = []
+    stages = _common.stages(len(vs) * len(ns), "fused_loss")
     for v in vs:
         for n in ns:
-            print(f"V={v} N={n} D={args.d}", flush=True)
-            results.append(run_config(v, n, args))
+            with stages.stage(f"V={v} N={n} D={args.d}"):
+                results.append(run_config(v, n, args))
 
     print("\n        V      N | ref s/step  ref MiB | chk s/step  chk MiB  chunk |"
           " time    cpu     mem")

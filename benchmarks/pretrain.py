@@ -6,7 +6,8 @@ Trains on all but each user's last event for a fixed number of epochs (no epoch 
 test set) and reports the final model's test metrics under two exclusion rules: the whole history
 (ours) and only the input window (`peer_protocol`, the public reference's rule), the most-popular
 baseline, seconds per epoch (steady state, compilation excluded) and the compile time.
-Prints one figure: seconds per epoch.
+While it runs it prints stage lines and the training loop's progress lines (loss, steps/s, ETA);
+its last line is the one figure: seconds per epoch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from experiments.configs import pretrain as pretrain_config  # noqa: E402
 from genrec_jax.data.sequences import eval_arrays  # noqa: E402
 from genrec_jax.eval.model_eval import evaluate_model  # noqa: E402
 from genrec_jax.train.pretrain import pretrain  # noqa: E402
+from genrec_jax.train.progress import Stages  # noqa: E402
 
 _DATASET = flags.DEFINE_string("dataset", "ml-100k", "Dataset name (see genrec_jax.data).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder with the publisher's files.")
@@ -48,9 +50,13 @@ def main(argv):
     cfg = pretrain_config.get_config(arg)
     cfg.checkpoint_every = 10**9
     workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="genrec_bench_")
-    metrics, graphdef, params, data = pretrain(cfg, workdir, verbose=False)
-    window = eval_arrays(data.split, int(cfg.data.max_len), which="test", exclude="window")
-    peer = evaluate_model(graphdef, params, window, batch_size=int(cfg.eval.batch_size))
+    stages = Stages(["pretrain + evaluate", "peer-protocol evaluation"], title="benchmark")
+    with stages.stage(f"pretrain + evaluate ({_DATASET.value}, {_EPOCHS.value} epochs, "
+                      f"seed {_SEED.value}) in {workdir}"):
+        metrics, graphdef, params, data = pretrain(cfg, workdir, verbose=True)
+    with stages.stage("peer-protocol evaluation (input window excluded)"):
+        window = eval_arrays(data.split, int(cfg.data.max_len), which="test", exclude="window")
+        peer = evaluate_model(graphdef, params, window, batch_size=int(cfg.eval.batch_size))
     pop = metrics["popularity"]
     result = {k: metrics[k] for k in HEADLINE}
     result.update(

@@ -124,16 +124,19 @@ def main(argv=None) -> int:
             concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
         futures = [pool.submit(run_one, args, name, ov, seed, folder)
                    for name, ov in variants for seed in seeds]
+        stages = _common.stages(len(futures), "pretrain_seeds")
+        print(f"pretrain_seeds: {len(futures)} runs ({len(variants)} variants × {len(seeds)} "
+              f"seeds, {args.epochs} epochs each), {args.parallel} at a time", flush=True)
         runs = []
         for fut in concurrent.futures.as_completed(futures):
             r = fut.result()
             runs.append(r)
             if "error" in r:
-                print(f"{r['variant']} seed {r['seed']}: ERROR {r['error']}", flush=True)
+                note = f"ERROR {r['error']}"
             else:
                 peer = r["peer_protocol"]
-                print(f"{r['variant']} seed {r['seed']}: peer " + " ".join(
-                    f"{k} {peer[k]:.4f}" for k in METRICS) + f" ({r['wall_s']:.0f} s)", flush=True)
+                note = "peer " + " ".join(f"{k} {peer[k]:.4f}" for k in METRICS)
+            stages.done(f"{r['variant']} seed {r['seed']}", r.get("wall_s"), note=note)
     runs.sort(key=lambda r: (r["variant"], r["seed"]))
     summaries = {name: summarise([r for r in runs if r["variant"] == name], bar)
                  for name, _ in variants}

@@ -139,10 +139,13 @@ def case_env(devices: int) -> dict:
 def run(out: str, quick: bool, timeout: float) -> dict:
     cases = QUICK_CASES if quick else FULL_CASES
     model = QUICK_MODEL if quick else FULL_MODEL
+    stages = _common.stages(len(cases), "scaling", stderr=True)
 
     def one(case):
         devices, data, model_axis = case
         spec = {"devices": devices, "data": data, "model_axis": model_axis, "model": model}
+        if not quick:  # sequential: say what starts
+            stages.begin(f"devices={devices} mesh=({data},{model_axis})")
         t0 = time.perf_counter()
         result = _common.run_worker(os.path.abspath(__file__), spec, timeout,
                                     env=case_env(devices))
@@ -152,8 +155,8 @@ def run(out: str, quick: bool, timeout: float) -> dict:
         shown = (f"{result['steps_per_s']:.2f} steps/s, table "
                  f"{result['item_table_bytes_per_device'] / 1024:.0f} KiB/device"
                  if "error" not in result else result["error"])
-        print(f"  devices={devices} mesh=({data},{model_axis}): {shown}", file=sys.stderr,
-              flush=True)
+        stages.done(f"devices={devices} mesh=({data},{model_axis})", result["wall_s"],
+                    note=f"({shown})")
         return result
 
     if quick:

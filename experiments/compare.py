@@ -4,7 +4,8 @@
 
 Stages (each in its own folder under DIR, skipped when its ``stage.json`` exists):
   seed{s}/pretrain → seed{s}/reward → seed{s}/{algo} for every algorithm
-  → seed{s}/asft_lam{λ} (plot a) → landscape/noise{x}/... (plot c, simulator only).
+  → seed{s}/asft_lam{λ} (plot a: ``<lambda_sweep_algo>.lam`` swept)
+  → landscape/noise{x}/... (plot c, simulator only).
 Points that equal a main run are not run twice: the λ sweep's point at A-SFT's own λ, and the
 landscape's level at the simulator's own rating noise. The other landscape levels train only the
 reward model that drives dpo/ipo/ppo and skip the judge (the plot shows the true reward).
@@ -28,9 +29,13 @@ from experiments import reward as reward_experiment
 from experiments.configs import posttrain as posttrain_config
 from experiments.configs import pretrain as pretrain_config
 from experiments.configs import reward as reward_config
+from genrec_jax.data.prepare import prepare_data
 from genrec_jax.eval import comparison
+from genrec_jax.eval.reference_policies import reference_policy_metrics
+from genrec_jax.io import write_json
 from genrec_jax.train.posttrain import posttrain
-from genrec_jax.train.pretrain import pretrain, write_json
+from genrec_jax.train.pretrain import pretrain
+from genrec_jax.train.progress import Stages
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/compare.py",
                                           "Comparison config file.")
@@ -38,10 +43,14 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/compare", "Output folder.")
 
 SHARED_BLOCKS = ("data", "simulator", "model", "mesh", "eval")
 
+# Stage lines ("[i/n] stage ... done in ..., ETA") of the running comparison; set by compare().
+_stages: Stages | None = None
+
 
 def shared_args(cfg, **extra) -> str:
     """The compare config's shared fields as ``key=value`` overrides for a stage config."""
-    parts = [f"dataset={cfg.dataset}", f"seed={extra.pop('seed', cfg.seed)}"]
+    parts = [f"dataset={cfg.dataset}", f"seed={extra.pop('seed', cfg.seed)}",
+             f"precision={cfg.precision}"]
     if cfg.data_dir:
         parts.append(f"data_dir={cfg.data_dir}")
     for block in SHARED_BLOCKS:
@@ -62,11 +71,19 @@ def run_stage(path: str, fn):
     marker = os.path.join(path, "stage.json")
     if os.path.exists(marker):
         with open(marker, encoding="utf-8") as f:
-            return json.load(f)["result"]
+            result = json.load(f)["result"]
+        if _stages is not None:
+            _stages.done(path, note="(reused)")
+        return result
     os.makedirs(path, exist_ok=True)
+    if _stages is not None:
+        _stages.begin(path)
     t0 = time.perf_counter()
     result = fn()
-    write_json(marker, {"result": result, "seconds": time.perf_counter() - t0})
+    seconds = time.perf_counter() - t0
+    write_json(marker, {"result": result, "seconds": seconds})
+    if _stages is not None:
+        _stages.done(path, seconds)
     return result
 
 
@@ -82,6 +99,22 @@ def _reward_stage(cfg, path, seed, noise=None, extra_args=""):
     arg = join(shared_args(cfg, seed=seed, **extra), cfg.reward_args, extra_args)
     return run_stage(path, lambda: _jsonable(reward_experiment.run(
         reward_config.get_config(arg), path, verbose=False)))
+
+
+def _reference_stage(cfg, path, seed, noise=None):
+    """Simulator only: the reference policies (most popular, top-rated, the logging policy, the
+    r*-oracle) scored like the trained ones, on the same split (the pretraining config's data)."""
+    extra = {} if noise is None else {"simulator.rating_noise": noise}
+    arg = join(shared_args(cfg, seed=seed, **extra), cfg.pretrain_args)
+    judge = posttrain_config.get_config(join(shared_args(cfg, seed=seed), cfg.posttrain_args)).judge
+
+    def run():
+        data = prepare_data(pretrain_config.get_config(arg))
+        return _jsonable(reference_policy_metrics(data, horizon=int(judge.horizon),
+                                                  gamma=float(judge.gamma),
+                                                  batch_size=int(cfg.eval.batch_size)))
+
+    return run_stage(path, run)
 
 
 def _posttrain_stage(cfg, path, seed, algo, init_dir, reward_dir, extra_args="", noise=None):
@@ -109,6 +142,8 @@ def run_seed(cfg, workdir: str, seed: int, algos, *, noise=None, lams=(), truth_
     reward_extra, post_extra = (("reward.num_members=1", "judge.enabled=False,reward.train_member=0")
                                 if truth_only else ("", ""))
     _pretrain_stage(cfg, pre_dir, seed, noise)
+    reference = (_reference_stage(cfg, os.path.join(base, "reference"), seed, noise)
+                 if cfg.dataset == "simulator" and not truth_only else {})
     rm_report = _reward_stage(cfg, rm_dir, seed, noise, extra_args=reward_extra)
     out, initial = {}, None
     for algo in algos:
@@ -116,21 +151,26 @@ def run_seed(cfg, workdir: str, seed: int, algos, *, noise=None, lams=(), truth_
                              extra_args=post_extra, noise=noise)
         out[algo] = m["final"]
         initial = initial or m["initial"]
-    main_lam = asft_lambda(cfg) if lams and "asft" in out else None
+    sweep = str(cfg.lambda_sweep_algo)
+    main_lam = sweep_lambda(cfg) if lams and sweep in out else None
     for lam in lams:
-        if lam == main_lam:  # the main A-SFT run is this point
-            out[f"asft_lam{lam:g}"] = out["asft"]
+        name = f"{sweep}_lam{lam:g}"
+        if lam == main_lam:  # the main run of the swept algorithm is this point
+            out[name] = out[sweep]
             continue
-        m = _posttrain_stage(cfg, os.path.join(base, f"asft_lam{lam:g}"), seed, "asft",
-                             pre_dir, rm_dir, extra_args=f"lam={lam}", noise=noise)
-        out[f"asft_lam{lam:g}"] = m["final"]
-    return {"pretrained": initial, **out}, rm_report
+        m = _posttrain_stage(cfg, os.path.join(base, name), seed, sweep, pre_dir, rm_dir,
+                             extra_args=f"{sweep}.lam={lam}", noise=noise)
+        out[name] = m["final"]
+    return {"pretrained": initial, **out, **{f"ref:{k}": v for k, v in reference.items()}}, \
+        rm_report
 
 
-def asft_lambda(cfg) -> float:
-    """λ of the main A-SFT runs (posttrain defaults with this config's overrides)."""
-    arg = join(cfg.posttrain_args, cfg.algo_args.get("asft", ""))
-    return float(posttrain_config.get_config(arg).lam)
+def sweep_lambda(cfg) -> float:
+    """λ (``<lambda_sweep_algo>.lam``) of the swept algorithm's main runs (posttrain defaults
+    with this config's overrides)."""
+    sweep = str(cfg.lambda_sweep_algo)
+    arg = join(cfg.posttrain_args, cfg.algo_args.get(sweep, ""))
+    return float(posttrain_config.get_config(arg)[sweep].lam)
 
 
 def rm_true_rmse(report, member: int = 0) -> float:
@@ -143,35 +183,58 @@ def rm_true_rmse(report, member: int = 0) -> float:
         return float("nan")
 
 
+def count_stages(cfg) -> int:
+    """How many stages :func:`compare` runs (or reuses), for the ETA of the stage lines."""
+    simulator = cfg.dataset == "simulator"
+    lams = {float(x) for x in cfg.lambda_sweep}
+    per_seed = 2 + int(simulator) + len(cfg.algos) + len(lams - {sweep_lambda(cfg)})
+    total = len(cfg.seeds) * per_seed
+    if simulator and len(cfg.landscape_noise):
+        base = float(cfg.simulator.rating_noise)
+        seeds = [int(x) for x in cfg.seeds]
+        for noise in (float(x) for x in cfg.landscape_noise):
+            for s in cfg.landscape_seeds:
+                reused = noise == base and int(s) in seeds  # + the reused reference stage
+                total += 2 + len(cfg.landscape_algos) + int(reused)
+    return total
+
+
 def compare(cfg, workdir: str) -> dict:
+    global _stages
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
     t0 = time.perf_counter()
+    _stages = Stages(count_stages(cfg), title="compare")
     lams = tuple(float(x) for x in cfg.lambda_sweep)
     per_seed = [run_seed(cfg, workdir, int(s), tuple(cfg.algos), lams=lams)[0]
                 for s in cfg.seeds]
     main_rows = ("pretrained", *cfg.algos)
     table = comparison.aggregate({a: [r[a] for r in per_seed] for a in main_rows})
+    ref_rows = [k for k in per_seed[0] if k.startswith("ref:")]
+    reference = comparison.aggregate({k[4:]: [r[k] for r in per_seed] for k in ref_rows})
     simulator = cfg.dataset == "simulator"
     notes = [f"dataset: {cfg.dataset}; seeds: {list(cfg.seeds)}; reward-model ensemble member 0 "
              "trains dpo/ipo/ppo, the other members are the judges."]
     comparison.write_tables(workdir, table, title=f"Post-training comparison ({cfg.dataset})",
-                            notes=notes)
+                            notes=notes, reference=reference)
     if lams:
-        lam_table = comparison.aggregate({f"{lam:g}": [r[f"asft_lam{lam:g}"] for r in per_seed]
+        sweep = str(cfg.lambda_sweep_algo)
+        lam_table = comparison.aggregate({f"{lam:g}": [r[f"{sweep}_lam{lam:g}"] for r in per_seed]
                                           for lam in lams})
         cols = ["ndcg@10", "true_rating@10"] if simulator else ["ndcg@10", "judge_score"]
         comparison.plot_lambda(
             os.path.join(workdir, "lambda_sweep.png"), lams,
             {c: [lam_table[f"{lam:g}"].get(c, comparison.mean_std([])) for lam in lams]
-             for c in cols}, bc=table.get("bc"))
+             for c in cols}, table.get(str(cfg.lambda_sweep_limit)),
+            label=sweep, limit_label=str(cfg.lambda_sweep_limit))
     comparison.plot_judge_vs(os.path.join(workdir, "judge_vs_truth.png"), table,
                              ["ndcg@10", "true_rating@10"] if simulator else ["ndcg@10", "mrr"])
     landscape = None
     if simulator and len(cfg.landscape_noise):
         landscape = run_landscape(cfg, workdir)
-    summary = {"table": table, "landscape": landscape, "seconds": time.perf_counter() - t0}
+    summary = {"table": table, "reference": reference, "landscape": landscape,
+               "seconds": time.perf_counter() - t0}
     write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
 
@@ -209,6 +272,7 @@ def run_landscape(cfg, workdir: str) -> dict:
 def main(argv):
     del argv
     launch.setup()
+    launch.prepare(_CONFIG.value, _WORKDIR.value, "compare")
     jax.config.update("jax_compilation_cache_dir",
                       os.path.join(os.path.abspath(_WORKDIR.value), ".jax_cache"))
     summary = compare(_CONFIG.value, _WORKDIR.value)

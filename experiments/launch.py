@@ -1,12 +1,28 @@
-"""What every launcher does before and after its job."""
+"""What every launcher does before and after its job.
+
+    launch.setup()                                  # logging, jax.distributed, error lines
+    launch.prepare(cfg, workdir, "pretrain")        # before anything is written to workdir
+
+:func:`prepare` refuses ``--config.smoke=...``, re-validates the config after absl's
+``--config.key=value`` overrides (``experiments.configs.common.validate``) and checks the
+workdir (:mod:`genrec_jax.train.workdir`: same config → resume, another config → refuse unless
+``--overwrite``). Its refusals end the program with exit status 1 and one ``error: ...`` line;
+after :func:`setup`, a run that fails with a :class:`~genrec_jax.train.checkpoint.CheckpointError`
+(or another error listed in ``ONE_LINE_ERRORS``) also ends with one such line, not a traceback.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 from absl import flags
 
+from experiments.configs.common import ConfigError, validate
 from genrec_jax import sharding
+from genrec_jax.train import workdir as workdir_lib
+from genrec_jax.train.checkpoint import CheckpointError
 
 _COORD = flags.DEFINE_string("coordinator", None,
                              "host:port of process 0 for multi-host runs (jax.distributed); "
@@ -15,6 +31,13 @@ _COORD = flags.DEFINE_string("coordinator", None,
 _NPROC = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
 _NO_DIST = flags.DEFINE_bool("skip_distributed", False, "Never call jax.distributed.initialize.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Delete what --workdir holds (checkpoints, metrics) and start the "
+                               "run again. Without it, a workdir of the same config resumes and "
+                               "one of another config is refused.")
+
+#: Errors reported as one ``error: <message>`` line (exit status 1) instead of a traceback.
+ONE_LINE_ERRORS = (CheckpointError, ConfigError, workdir_lib.WorkdirMismatchError)
 
 HEADLINE = ("hr@10", "ndcg@10", "hr@50", "mrr", "ndcg@10_liked", "judge_score")
 
@@ -24,9 +47,69 @@ def setup() -> None:
 
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("genrec_jax").setLevel(logging.INFO)
+    _install_error_hook()
     sharding.initialize_distributed(coordinator_address=_COORD.value,
                                     num_processes=_NPROC.value, process_id=_PID.value,
                                     skip=_NO_DIST.value)
+
+
+def _install_error_hook() -> None:
+    """Uncaught ``ONE_LINE_ERRORS`` print ``error: <message>`` (exit status 1, no traceback)."""
+    previous = sys.excepthook
+    if getattr(previous, "_genrec_one_line", False):
+        return
+
+    def hook(kind, value, tb):
+        if isinstance(value, ONE_LINE_ERRORS):
+            print(f"error: {value}", file=sys.stderr, flush=True)
+            return
+        previous(kind, value, tb)
+
+    hook._genrec_one_line = True
+    sys.excepthook = hook
+
+
+def smoke_override_error() -> str | None:
+    """The message refusing ``--config.smoke=...`` (None when it was not given). Setting the
+    flag that way skips the smoke settings (tiny data and model), so it would start a full run."""
+    if "config" not in flags.FLAGS:
+        return None
+    from ml_collections import config_flags
+
+    flag = flags.FLAGS["config"]
+    try:
+        overrides = config_flags.get_override_values(flag)
+    except TypeError:  # not a config flag
+        return None
+    if "smoke" not in overrides:
+        return None
+    path = (getattr(flag, "config_filename", None) or "experiments/configs/X.py").split(":")[0]
+    return ("--config.smoke=... sets the flag without the smoke settings (it would start a "
+            f"full-size run); put it in the config string instead: --config={path}:smoke=True")
+
+
+def prepare(cfg, workdir: str, kind: str, *, extra: dict | None = None) -> str:
+    """Checks the config and the workdir before the launcher writes anything (see the module
+    docstring); returns ``"new"``, ``"resume"`` or ``"overwritten"``. Exits with status 1 and
+    one ``error: ...`` line on a refusal."""
+    import jax
+
+    try:
+        message = smoke_override_error()
+        if message:
+            raise ConfigError(message)
+        validate(cfg)
+        status = workdir_lib.prepare(workdir, cfg, kind, overwrite=_OVERWRITE.value,
+                                     extra=extra, write=jax.process_index() == 0)
+    except (ConfigError, workdir_lib.WorkdirMismatchError) as err:
+        sys.exit(f"error: {err}")
+    if jax.process_count() > 1:  # nobody reads the workdir before process 0 has prepared it
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"prepare {os.path.abspath(workdir)}")
+    if status == "overwritten" and jax.process_index() == 0:
+        print(f"--overwrite: deleted the previous run in {workdir}", flush=True)
+    return status
 
 
 def report(metrics: dict, workdir: str) -> None:

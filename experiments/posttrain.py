@@ -1,4 +1,4 @@
-"""Post-trains a pretrained HSTU (bc|rwbc|asft|cql|dpo|ipo|ppo); writes DIR/metrics.json.
+"""Post-trains a pretrained HSTU (any registered algorithm); writes DIR/metrics.json.
 
   python -m experiments.posttrain --config=experiments/configs/posttrain.py:algo=asft \\
       --init=PRETRAIN_DIR --reward_dir=RM_DIR --workdir=DIR
@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import os
 
-import jax
 import ml_collections
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from genrec_jax import sharding as shd
-from genrec_jax.data.batching import Batcher
 from genrec_jax.data.prepare import prepare_data
-from genrec_jax.train import loop
 from genrec_jax.train.posttrain import posttrain
-from genrec_jax.train.state import make_optimizer
 
-_SHARED_KEYS = ("dataset", "data_dir", "download", "cache_dir", "seed")
+_SHARED_KEYS = ("dataset", "data_dir", "download", "cache_dir", "seed", "precision")
 _SHARED_BLOCKS = ("simulator", "data", "model", "mesh", "eval")
 
 
@@ -52,41 +46,26 @@ def smoke_pretrain(cfg, workdir: str, data=None, verbose: bool = False) -> str:
 
 
 def smoke_reward(cfg, workdir: str, data, num_members: int = 2) -> str | None:
-    """Trains a tiny reward ensemble (``num_members``, window = the policy's ``max_len``) in
-    ``workdir/reward``; returns that folder, or None when the reward-model code is missing."""
+    """Trains a tiny reward ensemble (``num_members``, window = the policy's ``max_len``, no
+    held-out events, all training events as targets, ``smoke_reward_epochs`` epochs) in
+    ``workdir/reward`` with :func:`genrec_jax.train.reward.train_reward_ensemble`; returns that
+    folder, or None when the reward-model code is missing."""
     try:
         from experiments.configs import reward as reward_configs
-        from genrec_jax.train import reward as rw
+        from genrec_jax.train.reward import train_reward_ensemble
     except ImportError:
         return None
     rcfg = reward_configs.get_config("smoke=True")
     _copy_shared(cfg, rcfg)
+    rcfg.batch_size = int(cfg.batch_size)
     rcfg.reward.max_len = int(cfg.data.max_len)
-    rcfg.reward.num_members = int(num_members)
-    mesh = shd.mesh_from_config(rcfg.mesh)
-    ds = data.dataset
-    scale = tuple(float(v) for v in ds.rating_scale)
-    step = rw.rating_step_of(ds.ratings)
-    prior = rw.rating_prior_of(np.delete(ds.ratings, data.split.test_pos), scale, step)
-    rm_cfg = rw.reward_config(rcfg, num_items=ds.num_items, rating_scale=scale,
-                              rating_step=step, mesh=mesh, rating_prior=prior)
-    seed = int(cfg.seed)
-    seeds = rw.member_seeds(seed, num_members)
-    optimizer = make_optimizer(rcfg.optimizer)
-    graphdef, params = rw.init_ensemble(rm_cfg, seeds, mesh)
-    state = rw.init_ensemble_state(params, optimizer, seeds, mesh, num_users=ds.num_users)
-    rows = rw.reward_rows(ds, max_len=rm_cfg.max_len, seed=seed, chunked=True)
-    batcher = Batcher(rows.train, batch_size=int(cfg.batch_size), seed=seed, shuffle=True,
-                      process_index=jax.process_index(), process_count=jax.process_count())
-    num_steps = int(cfg.smoke_reward_epochs) * batcher.batches_per_epoch
-    if num_steps > 0:  # 0: an untrained ensemble (only the plumbing is exercised)
-        state, *_ = loop.run(step_fn=rw.make_ensemble_step(optimizer), graphdef=graphdef,
-                             state=state, batch_at=batcher.batch_at, mesh=mesh,
-                             num_steps=num_steps, verbose=False)
+    rcfg.reward.holdout_fraction = 0.0
+    rcfg.reward.chunked = True
+    rcfg.reward.bootstrap = False
     folder = os.path.join(workdir, "reward")
-    rw.save_ensemble(folder, rm_cfg, state["params"],
-                     meta={"dataset": str(cfg.dataset), "member_seeds": seeds, "smoke": True,
-                           "train_steps": num_steps})
+    # epochs 0: an untrained ensemble (only the plumbing is exercised).
+    train_reward_ensemble(rcfg, folder, data=data, num_members=int(num_members),
+                          epochs=int(cfg.smoke_reward_epochs))
     return folder
 
 
@@ -127,14 +106,16 @@ def summary(metrics: dict) -> str:
 def _define_flags():
     """Flags are defined only when this module is the program, so importing ``run`` never
     clashes with another launcher's ``--config``."""
+    from experiments import launch  # noqa: F401 (defines --overwrite, --coordinator, ...)
+
     config = config_flags.DEFINE_config_file("config", "experiments/configs/posttrain.py",
                                              "Post-training config file.")
     workdir = flags.DEFINE_string("workdir", "runs/posttrain", "Output folder.")
     init = flags.DEFINE_string("init", None, "Pretraining workdir (experiments.pretrain).")
     reward_dir = flags.DEFINE_string("reward_dir", None,
                                      "Reward-model workdir (experiments.reward): needed for "
-                                     "dpo / ipo / ppo, reward_source=reward_model, "
-                                     "baseline=value and the judge score.")
+                                     "dpo / ipo / ppo, asft.reward_source=reward_model, "
+                                     "asft.baseline=value and the judge score.")
     return config, workdir, init, reward_dir
 
 
@@ -144,6 +125,9 @@ def main(argv, config_flag, workdir_flag, init_flag, reward_flag):
 
     launch.setup()
     workdir = workdir_flag.value
+    launch.prepare(config_flag.value, workdir, "posttrain", extra={
+        "init": init_flag.value and os.path.abspath(init_flag.value),
+        "reward_dir": reward_flag.value and os.path.abspath(reward_flag.value)})
     metrics = run(config_flag.value, workdir, init_dir=init_flag.value,
                   reward_dir=reward_flag.value)
     print(f"{metrics['algo']} ({metrics['train']['steps']} steps, "

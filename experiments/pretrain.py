@@ -17,6 +17,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/pretrain", "Output folder.")
 def main(argv):
     del argv
     launch.setup()
+    launch.prepare(_CONFIG.value, _WORKDIR.value, "pretrain")
     metrics, *_ = pretrain(_CONFIG.value, _WORKDIR.value)
     launch.report(metrics, _WORKDIR.value)
 

@@ -30,15 +30,30 @@ def test_outputs_have_one_finite_row_per_algorithm(finished):
         assert os.path.getsize(os.path.join(workdir, name)) > 0, name
     with open(os.path.join(workdir, "results.csv"), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [r["algorithm"] for r in rows] == ["pretrained", *cfg.algos]
+    refs = ["most_popular", "top_rated", "logging_policy", "oracle"]
+    assert [r["algorithm"] for r in rows] == ["pretrained", *cfg.algos,
+                                              *(f"ref:{r}" for r in refs)]
     for row in rows:
-        for key in ("ndcg@10_mean", "hr@10_mean", "mrr_mean", "judge_score_mean",
-                    "true_rating@10_mean", "regret@1_mean"):
+        keys = ["ndcg@10_mean", "hr@10_mean", "mrr_mean", "true_rating@10_mean",
+                "regret@1_mean", "true_value_mean"]
+        if not row["algorithm"].startswith("ref:"):  # reference policies have no judge score
+            keys.append("judge_score_mean")
+        for key in keys:
             assert math.isfinite(float(row[key])), (row["algorithm"], key)
-    table = json.load(open(os.path.join(workdir, "results.json"), encoding="utf-8"))["table"]
-    assert set(table) == {"pretrained", *cfg.algos}
+    results = json.load(open(os.path.join(workdir, "results.json"), encoding="utf-8"))
+    assert set(results["table"]) == {"pretrained", *cfg.algos}
+    assert list(results["reference"]) == refs
+    # The r*-greedy oracle is an upper bound on every policy's one-step true rating ...
+    oracle = results["reference"]["oracle"]
+    for name, row in results["table"].items():
+        assert row["true_rating@1"]["mean"] <= oracle["true_rating@1"]["mean"] + 1e-6, name
+    assert oracle["regret@1"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    # ... and reference rows are shown, in italics, never bold.
     md = open(os.path.join(workdir, "results.md"), encoding="utf-8").read()
     assert all(f"| {a} |" in md for a in cfg.algos)
+    for r in refs:
+        line = next(x for x in md.splitlines() if x.startswith(f"| *{r}* (reference) |"))
+        assert "**" not in line
 
 
 def test_landscape_reports_rm_error_and_winner_per_noise(finished):

@@ -389,3 +389,39 @@ def test_non_finite_loss_stops_pretraining_naming_the_step(tmp_path):
     assert Checkpointer(tmp_path / "checkpoints").all_steps() == [1]
     assert [r["step"] for r in read_metrics(tmp_path)] == [1]
     assert not (tmp_path / "metrics.json").exists()
+
+
+# --------------------------------------------------------------------------------------
+# Hostile config values: accepted and valid, or a ConfigError naming the key
+
+
+CONFIG_KEYS = ["batch_size", "epochs", "log_every", "checkpoint_every", "seed", "num_steps",
+               "optimizer.learning_rate", "smoke", "eval.batch_size"]
+
+
+@SETTINGS
+@given(key=st.sampled_from(CONFIG_KEYS),
+       value=st.one_of(st.sampled_from(HUGE + NUMBERS + ["maybe", "True", "false", "1.5"]),
+                       st.text(alphabet=st.characters(blacklist_characters=",:="), max_size=6)))
+def test_config_values_are_valid_or_refused_naming_the_key(key, value):
+    from experiments.configs import common
+    from experiments.configs import pretrain as pretrain_config
+
+    arg = f"{key}={value}" if key == "smoke" else f"smoke=True,{key}={value}"
+    try:
+        cfg = pretrain_config.get_config(arg)
+    except common.ConfigError as err:
+        assert str(err).startswith(f"config key {key}"), (arg, str(err))
+        return
+    # Accepted: the value really is what the text says, and every range holds.
+    common.validate(cfg)
+    got = cfg
+    for part in key.split("."):
+        got = got[part]
+    if key == "smoke":
+        assert got == (value.strip().lower() in common.TRUE)
+    elif key == "optimizer.learning_rate":
+        assert got == float(value) and got > 0
+    else:
+        assert got == int(value)
+    assert cfg.batch_size >= 1 and cfg.epochs >= 1 and cfg.log_every >= 1

@@ -178,3 +178,29 @@ def test_config_rejects_bad_values():
         HSTUConfig(num_items=0)
     with pytest.raises(ValueError, match="output_slots"):
         HSTUConfig(num_items=5, output_slots=-1)
+
+
+def test_layer_norm_keeps_the_input_dtype_and_takes_float32_statistics():
+    from genrec_jax.models.hstu import layer_norm
+
+    x = jnp.array([[1000.0, 1001.0, 1002.0, 1003.0]])
+    want = (np.arange(4) - 1.5) / np.sqrt(1.25 + 1e-6)  # hand value: mean 1001.5, var 1.25
+    np.testing.assert_allclose(np.asarray(layer_norm(x)), want[None], rtol=1e-5)
+    # 1000, 1004, 1008, 1012 are exact in bfloat16 but their mean 1006 is not (spacing 4 there):
+    # statistics taken in bfloat16 would be off by 2 / √20 ≈ 0.45; in float32 they are exact.
+    y = jnp.array([[1000.0, 1004.0, 1008.0, 1012.0]], jnp.bfloat16)
+    got16 = layer_norm(y)
+    assert got16.dtype == jnp.bfloat16
+    want16 = np.array([-6.0, -2.0, 2.0, 6.0]) / np.sqrt(20.0 + 1e-6)
+    np.testing.assert_allclose(np.asarray(got16, np.float32), want16[None], rtol=2**-8)
+
+
+def test_precision_field_defaults_to_float32_and_changes_no_parameter():
+    assert CFG.precision == "float32" and CFG.compute_dtype == jnp.float32
+    bf16 = dataclasses.replace(CFG, precision="bf16")
+    assert bf16.compute_dtype == jnp.bfloat16
+    p32 = nnx.split(HSTU(CFG, rngs=nnx.Rngs(0)))[1].to_pure_dict()
+    p16 = nnx.split(HSTU(bf16, rngs=nnx.Rngs(0)))[1].to_pure_dict()
+    for a, b in zip(jax.tree.leaves(p32), jax.tree.leaves(p16)):
+        assert b.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -80,6 +80,8 @@ CASES = {
     "dpo_margin": (losses.dpo_margin, ("logps", "logps2", "ref1", "ref2"), {}, dict(beta=0.5),
                    (0, 1)),
     "ipo": (losses.ipo, ("logps", "logps2", "ref1", "ref2"), {}, dict(beta=0.5), (0, 1)),
+    "grpo": (losses.grpo, ("logps", "old", "ref1", "adv"), {}, dict(clip_eps=0.2, kl_coef=0.1),
+             (0,)),
     "ppo": (losses.ppo, ("logps", "old", "adv"), {}, dict(clip_eps=0.2), (0,)),
     "ppo_value": (losses.ppo_value_loss, ("values", "returns"), {}, {}, (0,)),
     "ppo_objective": (losses.ppo_objective, ("logits", "actions", "old", "adv"),

@@ -10,10 +10,10 @@ import pytest
 from batches import random_train_batch
 from genrec_jax import sharding as shd
 from genrec_jax.models.hstu import HSTU, HSTUConfig
-from genrec_jax.train import posttrain_common as pc
-from genrec_jax.train.posttrain_offline import make_offline_loss
-from genrec_jax.train.posttrain_ppo import make_ppo_step
-from genrec_jax.train.posttrain_preference import build_pairs, make_preference_loss
+from genrec_jax.train import policy_ops, state_selection
+from genrec_jax.train.algorithms import asft, bc, cql, dpo, ppo
+from genrec_jax.train.preference_pairs import build_pairs
+from genrec_jax.train.scorers import table_scorer
 from genrec_jax.train.state import bind, init_params, init_train_state
 from genrec_jax.train.step import make_train_step
 
@@ -76,11 +76,11 @@ def run_steps(loss_fn, graphdef, params, batch, mesh, frozen, steps=2, lr=1e-2):
 
 def test_asft_lambda_inf_is_bc(model, batch, mesh):
     graphdef, params, ref = model
-    bc = make_offline_loss("bc", graphdef, log_kl=False)
-    asft = make_offline_loss("asft", graphdef, lam=jnp.inf, w_max=20.0,
-                             normalize_advantages=True, log_kl=False)
-    s_bc, _ = run_steps(bc, graphdef, params, batch, mesh, (ref,))
-    s_asft, m = run_steps(asft, graphdef, params, batch, mesh, (ref,))
+    bc_loss = bc.make_loss(graphdef, log_kl=False)
+    asft_loss = asft.make_loss(graphdef, lam=jnp.inf, w_max=20.0, normalize_advantages=True,
+                               log_kl=False)
+    s_bc, _ = run_steps(bc_loss, graphdef, params, batch, mesh, (ref,))
+    s_asft, m = run_steps(asft_loss, graphdef, params, batch, mesh, (ref,))
     assert float(m["mean_weight"]) == 1.0
     for a, b in zip(jax.tree.leaves(s_bc["params"]), jax.tree.leaves(s_asft["params"])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -89,7 +89,7 @@ def test_asft_lambda_inf_is_bc(model, batch, mesh):
     assert mesh8.shape["data"] == 8
     rep = jax.sharding.NamedSharding(mesh8, jax.sharding.PartitionSpec())
     params8, ref8 = jax.device_put((params, ref), rep)
-    s_dp, _ = run_steps(asft, graphdef, params8, batch, mesh8, (ref8,))
+    s_dp, _ = run_steps(asft_loss, graphdef, params8, batch, mesh8, (ref8,))
     assert s_dp["params"]["pos_emb"].sharding.mesh.shape["data"] == 8
     for a, b in zip(jax.tree.leaves(s_bc["params"]), jax.tree.leaves(s_dp["params"])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
@@ -100,10 +100,10 @@ def test_asft_constant_advantage_is_scaled_bc(model, batch):
     c, lam = 0.7, 0.5
     const = dict(batch, reward=np.full((B, L), 4.0, np.float32),
                  baseline=np.full((B, L), 4.0 - c, np.float32))
-    bc = make_offline_loss("bc", graphdef, log_kl=False)
-    asft = make_offline_loss("asft", graphdef, lam=lam, w_max=20.0, log_kl=False)
-    l_bc, _, g_bc = loss_and_grad(bc, graphdef, params, const, ref)
-    l_as, aux, g_as = loss_and_grad(asft, graphdef, params, const, ref)
+    bc_loss = bc.make_loss(graphdef, log_kl=False)
+    asft_loss = asft.make_loss(graphdef, lam=lam, w_max=20.0, log_kl=False)
+    l_bc, _, g_bc = loss_and_grad(bc_loss, graphdef, params, const, ref)
+    l_as, aux, g_as = loss_and_grad(asft_loss, graphdef, params, const, ref)
     w = np.exp(c / lam)
     np.testing.assert_allclose(float(aux["mean_weight"]), w, rtol=1e-6)
     np.testing.assert_allclose(float(l_as), w * float(l_bc), rtol=1e-5)
@@ -118,7 +118,7 @@ def test_reference_is_frozen_and_not_donated(model, batch, mesh):
     opt = optax.adam(1e-2)
     state = init_train_state(copy(params), opt, 0, mesh)
     donated = jax.tree.leaves(state["params"])
-    step = make_train_step(make_offline_loss("asft", graphdef), opt, state)
+    step = make_train_step(asft.make_loss(graphdef), opt, state)
     state, metrics = step(graphdef, state, shd.shard_batch(batch, mesh), ref_arg)
     state, metrics = step(graphdef, state, shd.shard_batch(batch, mesh), ref_arg)
     assert all(x.is_deleted() for x in donated)          # the state is donated ...
@@ -152,15 +152,15 @@ def test_sampled_pairs_with_reward_table(model, batch):
     chosen / rejected are the best / worst available items of the table, whatever the draw."""
     graphdef, params, ref = model
     t = table()
-    scorer = pc.table_scorer(t)
+    scorer = table_scorer(t)
 
     @jax.jit
     def pairs(ref, t, jb, key):
-        sb, logged, valid = pc.select_states(jb, key, "random")
+        sb, logged, valid = state_selection.select_states(jb, key, "random")
         r = bind(graphdef, ref)
-        h, _ = pc.state_vectors(r, sb)
-        logits = pc.history_excluded_logits(r, h, sb["inputs"])
-        cands, ok = pc.sample_without_replacement(key, logits, NUM_ITEMS)
+        h, _ = state_selection.state_vectors(r, sb)
+        logits = state_selection.history_excluded_logits(r, h, sb["inputs"])
+        cands, ok = state_selection.sample_without_replacement(key, logits, NUM_ITEMS)
         scores = scorer.last(t, sb, cands)
         return (sb, logged, cands, ok) + build_pairs(cands, scores, ok, logged)
 
@@ -189,13 +189,13 @@ def test_kl_matches_dense(model, batch):
     @jax.jit
     def both(params, ref, jb):
         m, r = bind(graphdef, params), bind(graphdef, ref)
-        h, _ = pc.state_vectors(m, jb)
-        h_ref, _ = pc.state_vectors(r, jb)
+        h, _ = state_selection.state_vectors(m, jb)
+        h_ref, _ = state_selection.state_vectors(r, jb)
         p, q = jax.nn.log_softmax(m.logits(h)), jax.nn.log_softmax(r.logits(h_ref))
         dense = jnp.sum(jnp.where(jnp.isfinite(p), jnp.exp(p) * (p - q), 0.0), axis=1)
-        kl = pc.kl_to_reference(h, m.item_vectors(), h_ref, r.item_vectors(),
-                                temperature=CFG.temperature, valid_range=pc.item_range(m),
-                                chunk_size=7)
+        kl = policy_ops.kl_to_reference(h, m.item_vectors(), h_ref, r.item_vectors(),
+                                        temperature=CFG.temperature,
+                                        valid_range=policy_ops.item_range(m), chunk_size=7)
         return kl, dense
 
     kl, dense = both(params, ref, {k: jnp.asarray(v) for k, v in batch.items()})
@@ -207,8 +207,7 @@ def test_kl_matches_dense(model, batch):
 def test_cql_loss_is_the_formula(model, batch, gamma):
     graphdef, params, ref = model
     alpha = 0.7
-    loss_fn = make_offline_loss("cql", graphdef, impl="reference", alpha=alpha, gamma=gamma,
-                                log_kl=False)
+    loss_fn = cql.make_loss(graphdef, impl="reference", alpha=alpha, gamma=gamma, log_kl=False)
     loss, _, _ = loss_and_grad(loss_fn, graphdef, params, batch, ref)
     m = bind(graphdef, params)
     q = np.asarray(m.logits(m.encode({k: jnp.asarray(v) for k, v in batch.items()})),
@@ -232,39 +231,46 @@ def _assert_close_trees(a, b, rtol=2e-4, atol=2e-6):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
+def _asft_loss(graphdef, impl):
+    return asft.make_loss(graphdef, impl=impl, chunk_size=7, log_kl=False), ()
+
+
+def _cql_loss(graphdef, impl):
+    return cql.make_loss(graphdef, impl=impl, chunk_size=7, gamma=0.5, log_kl=False), ()
+
+
+def _dpo_loss(graphdef, impl):
+    scorer = table_scorer(table())
+    loss_fn = dpo.make_loss(graphdef, scorer.last, beta=0.5, impl=impl, chunk_size=7,
+                            num_candidates=4, log_kl=False)
+    return loss_fn, (scorer.params,)
+
+
 # bc and rwbc share asft's path (kernel log-probs, other weights); ipo shares dpo's.
-@pytest.mark.parametrize("algo", ["asft", "cql", "dpo"])
-def test_chunked_path_equals_reference(model, batch, algo):
+@pytest.mark.parametrize("make", [_asft_loss, _cql_loss, _dpo_loss])
+def test_chunked_path_equals_reference(model, batch, make):
     graphdef, params, ref = model
     out = {}
     for impl in ("reference", "chunked"):
-        if algo in ("dpo", "ipo"):
-            scorer = pc.table_scorer(table())
-            loss_fn = make_preference_loss(algo, graphdef, scorer.last, impl=impl, chunk_size=7,
-                                           num_candidates=4, beta=0.5, log_kl=False)
-            frozen = (ref, scorer.params)
-        else:
-            loss_fn = make_offline_loss(algo, graphdef, impl=impl, chunk_size=7,
-                                        gamma=0.5 if algo == "cql" else 0.0, log_kl=False)
-            frozen = (ref,)
-        out[impl] = loss_and_grad(loss_fn, graphdef, params, batch, *frozen)
+        loss_fn, extra = make(graphdef, impl)
+        out[impl] = loss_and_grad(loss_fn, graphdef, params, batch, ref, *extra)
     (l_ref, aux_ref, g_ref), (l_ch, aux_ch, g_ch) = out["reference"], out["chunked"]
     np.testing.assert_allclose(float(l_ch), float(l_ref), rtol=1e-5)
     for k in aux_ref:
         np.testing.assert_allclose(float(aux_ch[k]), float(aux_ref[k]), rtol=1e-4, atol=1e-6)
     _assert_close_trees(g_ch, g_ref)
     assert np.isfinite(float(l_ch))
-    if algo in ("dpo", "ipo"):
+    if make is _dpo_loss:
         assert float(aux_ch["frac_pairs"]) > 0.5
 
 
 def test_ppo_fresh_rollout_has_ratio_one(model, batch, mesh):
     graphdef, params, ref = model
-    scorer = pc.table_scorer(table())
+    scorer = table_scorer(table())
     opt = optax.adam(1e-2)
     state = init_train_state(copy(params), opt, 0, mesh)
-    step = make_ppo_step(graphdef, opt, scorer.last, state, ppo_epochs=1, kl_coef=0.1,
-                         chunk_size=7)
+    step = ppo.make_ppo_step(graphdef, opt, scorer.last, state, epochs=1, kl_coef=0.1,
+                             chunk_size=7)
     state, m = step(graphdef, state, shd.shard_batch(batch, mesh), ref, scorer.params)
     assert abs(float(m["ratio_first"]) - 1.0) < 1e-6
     assert float(m["ratio_dev_first"]) < 1e-5
@@ -277,10 +283,10 @@ def test_ppo_fresh_rollout_has_ratio_one(model, batch, mesh):
 
 
 def test_value_baseline_exact_and_sampled(model, batch):
-    from genrec_jax.train.posttrain_offline import value_baseline_rows
+    from genrec_jax.train.logged_rewards import value_baseline_rows
 
     graphdef, params, ref = model
-    scorer = pc.table_scorer(table())
+    scorer = table_scorer(table())
     exact = value_baseline_rows(graphdef, ref, scorer, batch, num_samples=0, rows=3)
     sampled = value_baseline_rows(graphdef, ref, scorer, batch, num_samples=4000, rows=8)
     m = bind(graphdef, ref)

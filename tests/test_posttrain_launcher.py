@@ -40,7 +40,7 @@ def _check(path, algo):
 def smoke_dir(tmp_path_factory):
     """An asft smoke run that pretrains its own model and reward ensemble."""
     workdir = tmp_path_factory.mktemp("posttrain")
-    cfg = posttrain_config.get_config(TINY + ",algo=asft,baseline=value,value_samples=2")
+    cfg = posttrain_config.get_config(TINY + ",algo=asft,asft.baseline=value,asft.value_samples=2")
     run(cfg, str(workdir), verbose=False)
     return workdir
 
@@ -72,3 +72,18 @@ def test_clear_errors(smoke_dir, tmp_path):
                                       + ",algo=bc,data.max_len=9")
     with pytest.raises(ValueError, match="data.max_len: 9 vs 8"):
         run(bad, str(tmp_path), init_dir=str(smoke_dir / "pretrain"), verbose=False)
+
+
+def test_sasrec_bf16_policy_post_trains_from_its_own_pretraining(tmp_path):
+    """``model.kind=sasrec`` and ``precision=bf16`` reach post-training: the smoke run pretrains a
+    SASRec, restores it as a SASRec (its checkpoint would not fit an HSTU) and trains in bf16."""
+    cfg = posttrain_config.get_config(TINY + ",algo=bc,model.kind=sasrec,precision=bf16")
+    run(cfg, str(tmp_path), verbose=False)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "pretrain" / "config.json").read_text())
+    assert saved["model"]["kind"] == "sasrec" and saved["precision"] == "bf16"
+    assert metrics["config"]["precision"] == "bf16"
+    for block in ("initial", "final"):
+        assert math.isfinite(metrics[block]["ndcg@10"]) and math.isfinite(
+            metrics[block]["true_rating@10"])
+    assert metrics["train"]["steps"] == 2 and math.isfinite(metrics["train"]["last"]["loss"])

@@ -82,6 +82,11 @@ def test_sigkill_then_restart_reproduces_the_uninterrupted_run(tmp_path):
     restore_step = resumed[0] - 1
     assert restore_step == killed_at[-1] and restore_step % EVERY == 0 and restore_step > 0
     assert resumed == list(range(restore_step + 1, STEPS + 1))
+    # The restart said where it resumed, and printed each progress line once (not also via
+    # absl logging).
+    restart_log = restart.log_path.read_text()
+    assert f"resuming from step {restore_step} (checkpoint in " in restart_log
+    assert restart_log.count(f"step {STEPS}/{STEPS} loss ") == 1, restart_log[-2000:]
     # Every loss logged by either part equals the uninterrupted run's, bit for bit.
     for r in records:
         if "train/loss" in r:

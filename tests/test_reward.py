@@ -1,6 +1,8 @@
 """Reward model, vmapped ensemble training, rows and the Orbax loader (tiny shapes, CPU)."""
 
+import dataclasses
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from flax import nnx
 from genrec_jax import sharding as shd
 from genrec_jax.data.events import Events
 from genrec_jax.data.sequences import build_sequences, eval_arrays, leave_last_out, train_arrays
+from genrec_jax.models.hstu import HSTUConfig
 from genrec_jax.models.reward import RewardConfig, RewardModel
 from genrec_jax.train import reward as rw
 from genrec_jax.train.state import init_params, init_train_state, make_optimizer
@@ -20,11 +23,16 @@ from genrec_jax.train.step import make_train_step
 NUM_ITEMS, L, B = 30, 8, 8
 
 
+ENCODER_FIELDS = {f.name for f in dataclasses.fields(HSTUConfig)}
+
+
 def tiny(head="regression", **kw):
-    base = dict(num_items=NUM_ITEMS, max_len=L, dim=8, num_blocks=1, num_heads=1, qk_dim=4,
-                v_dim=4, dropout=0.1, num_time_buckets=16, hidden_dim=8, head=head)
-    base.update(kw)
-    return RewardConfig(**base)
+    """A tiny RewardConfig; keyword arguments naming HSTUConfig fields go to the encoder."""
+    enc = dict(num_items=NUM_ITEMS, max_len=L, dim=8, num_blocks=1, num_heads=1, qk_dim=4,
+               v_dim=4, dropout=0.1, num_time_buckets=16)
+    enc.update({k: v for k, v in kw.items() if k in ENCODER_FIELDS})
+    head_kw = {k: v for k, v in kw.items() if k not in ENCODER_FIELDS}
+    return RewardConfig(encoder=HSTUConfig(**enc), **{"hidden_dim": 8, "head": head, **head_kw})
 
 
 def make_batch(seed=0, batch=B, length=L, num_users=5, scale=(1.0, 5.0), step=1.0, full=False):
@@ -204,12 +212,35 @@ def test_loader_round_trip_and_judge_interface(tmp_path):
         rw.load_ensemble(tmp_path / "nothing")
 
 
-def test_config_dict_keeps_the_encoder_padded_length():
+def test_config_dict_round_trip_and_the_flat_form_saved_before():
     cfg = tiny("regression", output_slots=3)
-    assert cfg.hstu().padded_length == cfg.max_len + 3
-    assert RewardConfig.from_dict(cfg.to_dict()) == cfg
-    saved_before = {k: v for k, v in cfg.to_dict().items() if k != "output_slots"}
-    assert RewardConfig.from_dict(saved_before).hstu().padded_length == cfg.max_len
+    assert cfg.encoder.rating_inputs and cfg.max_len == L
+    assert cfg.encoder.padded_length == L + 3
+    d = json.loads(json.dumps(cfg.to_dict()))                  # as written to reward_config.json
+    assert set(d["encoder"]) == ENCODER_FIELDS and "max_len" not in d
+    assert RewardConfig.from_dict(d) == cfg
+    # Ensembles saved before the encoder was nested hold its fields flat beside the head's.
+    flat = {k: v for k, v in d.items() if k != "encoder"}
+    flat.update({k: d["encoder"][k] for k in ("num_items", "max_len", "dim", "num_blocks",
+                                              "num_heads", "qk_dim", "v_dim", "dropout",
+                                              "num_time_buckets", "table_multiple",
+                                              "output_slots")})
+    assert RewardConfig.from_dict(flat) == cfg
+    # ... and before output_slots existed, N was max_len (output_slots 0).
+    del flat["output_slots"]
+    oldest = RewardConfig.from_dict(flat)
+    assert oldest.encoder.padded_length == L
+    assert oldest == dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder,
+                                                                          output_slots=0))
+
+
+def test_encoder_always_reads_ratings():
+    plain = HSTUConfig(num_items=NUM_ITEMS, max_len=L, dim=8, qk_dim=4, v_dim=4)
+    assert not plain.rating_inputs
+    cfg = RewardConfig(encoder=plain)
+    assert cfg.encoder == dataclasses.replace(plain, rating_inputs=True)
+    with pytest.raises(TypeError, match="RewardConfig.encoder must be an HSTUConfig, got dict"):
+        RewardConfig(encoder={"num_items": NUM_ITEMS})
 
 
 def _dataset(num_users=6, seed=0):
@@ -254,3 +285,50 @@ def test_reward_rows_follow_the_batch_contract():
     # A held-out event's rating is hidden wherever it is an input.
     hidden = chunks.train["ratings"][:, 1:][chunks.heldout[:, :-1]]
     assert hidden.size and np.all(hidden == 0)
+
+
+def test_train_reward_ensemble_is_the_composition_of_its_parts(tmp_path):
+    from experiments.configs import reward as reward_configs
+    from genrec_jax.data.batching import Batcher
+    from genrec_jax.data.prepare import prepare_data
+
+    cfg = reward_configs.get_config("smoke=True,model.num_blocks=1,mesh.data=1,num_steps=2,"
+                                    "reward.holdout_fraction=0.2,reward.bootstrap=True,seed=3")
+    data = prepare_data(cfg)
+    trained = rw.train_reward_ensemble(cfg, tmp_path, data=data, seed=5)
+    assert trained.num_steps == 2 and trained.seed == 5 and trained.member_seeds == [5000, 5001]
+    assert np.isfinite(trained.final_loss) and trained.folder == str(tmp_path / rw.ENSEMBLE_DIR)
+
+    # The same run written out by hand from the parts.
+    ds, mesh = data.dataset, shd.mesh_from_config(cfg.mesh)
+    step = rw.rating_step_of(ds.ratings)
+    prior = rw.rating_prior_of(np.delete(ds.ratings, data.split.test_pos), ds.rating_scale, step)
+    rcfg = rw.reward_config(cfg, num_items=ds.num_items, rating_scale=ds.rating_scale,
+                            rating_step=step, mesh=mesh, rating_prior=prior)
+    assert trained.ensemble.config == rcfg and rcfg.max_len == cfg.reward.max_len
+    rows = rw.reward_rows(ds, max_len=rcfg.max_len, seed=5, holdout_fraction=0.2, chunked=True)
+    np.testing.assert_array_equal(trained.rows.heldout, rows.heldout)
+    optimizer = make_optimizer(cfg.optimizer)
+    graphdef, params = rw.init_ensemble(rcfg, [5000, 5001], mesh)
+    initial = jax.tree.map(np.asarray, params)             # the step donates params
+    state = rw.init_ensemble_state(params, optimizer, [5000, 5001], mesh,
+                                   rw.bootstrap_masks(ds.num_users, 2, 5))
+    batcher = Batcher(rows.train, batch_size=int(cfg.batch_size), seed=5, shuffle=True)
+    step_fn = rw.make_ensemble_step(optimizer)
+    for t in range(2):
+        state, _ = step_fn(graphdef, state, shd.shard_batch(batcher.batch_at(t), mesh))
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 trained.ensemble.params, state["params"])
+
+    loaded = rw.load_ensemble(tmp_path)
+    assert loaded.config == rcfg and loaded.meta == {
+        "dataset": "simulator", "seed": 5, "member_seeds": [5000, 5001], "holdout_fraction": 0.2,
+        "train_steps": 2, "smoke": True}
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 loaded.params, state["params"])
+    # epochs overrides num_steps; 0 epochs is the untrained ensemble.
+    untrained = rw.train_reward_ensemble(cfg, data=data, seed=5, epochs=0, num_members=1)
+    assert untrained.num_steps == 0 and untrained.folder is None
+    assert np.isnan(untrained.final_loss) and untrained.ensemble.num_members == 1
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b[:1]),
+                 untrained.ensemble.params, initial)

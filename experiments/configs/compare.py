@@ -16,15 +16,28 @@ top-1/top-10 recommendations and the regret; mean ± std over seeds) and the plo
 DIR/lambda_sweep.png, DIR/judge_vs_truth.png and (simulator) DIR/landscape.png.
 
 ``*_args`` fields are ``key=value,...`` overrides handed to the stage configs
-(experiments/configs/{pretrain,reward,posttrain}.py); ``algo_args.X`` adds per-algorithm ones.
+(experiments/configs/{pretrain,reward,posttrain}.py; algorithm knobs live in per-algorithm
+blocks there, e.g. ``posttrain_args=asft.lam=0.3``); ``algo_args.X`` adds per-algorithm ones.
+``algos`` defaults to every registered algorithm marked for the comparison
+(``genrec_jax.train.algorithms.comparison_names()``). ``lambda_sweep``: the values of
+``<lambda_sweep_algo>.lam`` for plot (a), with ``lambda_sweep_limit`` drawn as its λ → ∞ level.
 Expected result: see README.md ("Results"), produced by these commands.
 """
 
 import ml_collections
 
 from experiments.configs import common
+from genrec_jax.train import algorithms
 
-ALGOS = ("bc", "rwbc", "asft", "dpo", "ipo", "ppo", "cql")
+# The registered algorithms the comparison runs, in registration order (its row order).
+ALGOS = algorithms.comparison_names()
+
+
+def smoke_overrides() -> list[str]:
+    """Every algorithm's smoke-mode block overrides as ``algo.key=value`` (e.g.
+    ``dpo.num_candidates=4``), for the post-training stages (which run without ``smoke``)."""
+    return [f"{name}.{key}={value}" for name in algorithms.names()
+            for key, value in algorithms.get(name).smoke.items()]
 
 
 def smoke(c: ml_collections.ConfigDict) -> None:
@@ -33,8 +46,7 @@ def smoke(c: ml_collections.ConfigDict) -> None:
     c.pretrain_args = "epochs=3,batch_size=16,model.num_blocks=1"
     c.reward_args = ("reward.num_members=3,reward.num_seeds=1,reward.hidden_dim=16,"
                      "reward.max_len=16,epochs=2,batch_size=16")
-    c.posttrain_args = ("epochs=1,batch_size=16,num_candidates=4,ppo_epochs=2,value_samples=4,"
-                        "judge.horizon=2")
+    c.posttrain_args = ",".join(["epochs=1,batch_size=16,judge.horizon=2", *smoke_overrides()])
     c.lambda_sweep = (0.3,)
     c.landscape_noise = (0.25, 1.5)
     c.landscape_algos = ("bc", "asft")
@@ -53,8 +65,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      "batch_size=64")
     c.posttrain_args = "epochs=5,batch_size=64,optimizer.learning_rate=3e-4"
     c.algo_args = ml_collections.ConfigDict({a: "" for a in ALGOS})
-    # Plot (a): A-SFT at these λ (seeds as above); BC is the λ → ∞ end.
+    # Plot (a): A-SFT at these λ (its block's ``lam``; seeds as above); BC is the λ → ∞ end.
     c.lambda_sweep = (0.1, 0.3, 1.0, 3.0, 10.0)
+    c.lambda_sweep_algo = "asft"
+    c.lambda_sweep_limit = "bc"
     # Plot (c), simulator only: rating noise levels (→ reward-model accuracy), one seed. The
     # simulator's own level (0.5) reuses the main runs.
     c.landscape_noise = (0.25, 0.5, 1.5)

@@ -1,4 +1,4 @@
-"""Next-item pretraining of HSTU (behaviour cloning).
+"""Next-item pretraining of HSTU or SASRec (behaviour cloning).
 
 Main command (embedded simulator, no download):
   python -m experiments.pretrain --config=experiments/configs/pretrain.py --workdir=runs/pretrain
@@ -9,6 +9,12 @@ MovieLens 100K (files read from a folder you give; or add download=True to fetch
       --workdir=runs/pretrain-ml100k
 
 Smoke run (seconds): append ``:smoke=True`` (or ``,smoke=True``) to the config path.
+
+Encoder: ``model.kind=hstu`` (default) or ``model.kind=sasrec`` (Kang & McAuley 2018; the shared
+``model`` block's D = 50, 2 blocks, 1 head, dropout 0.2 are SASRec's usual setting too), e.g.
+``--config=experiments/configs/pretrain.py:smoke=True,model.kind=sasrec``. Mixed precision:
+``precision=bf16`` (default ``float32``) computes the encoder in bfloat16 with float32
+parameters, optimizer state, logits and losses. ``config.json`` in the workdir records both.
 
 Expected: ``python benchmarks/pretrain.py --dataset=ml-100k --data_dir=../shared/data/ml-100k``
 (these defaults = the public ML-1M HSTU configuration, 60 epochs, seed 0) measured here: HR@10

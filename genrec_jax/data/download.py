@@ -26,6 +26,7 @@ import zipfile
 from typing import Optional
 
 from genrec_jax.data.errors import DataError, PathLike
+from genrec_jax.data.releases import MOVIELENS_LAYOUT
 
 __all__ = ["MOVIELENS_SHA256", "MOVIELENS_URL", "download_movielens", "fetch_and_extract"]
 
@@ -231,14 +232,12 @@ def download_movielens(name: str, cache_dir: PathLike) -> pathlib.Path:
     the ratings file is already there (extracted earlier or placed by hand) nothing is
     downloaded.
     """
-    from genrec_jax.data.readers import MOVIELENS_RELEASES
-
-    if name not in MOVIELENS_RELEASES:
+    if name not in MOVIELENS_LAYOUT:
         raise ValueError(
-            f"unknown MovieLens release {name!r}; known: {', '.join(MOVIELENS_RELEASES)}"
+            f"unknown MovieLens release {name!r}; known: {', '.join(MOVIELENS_LAYOUT)}"
         )
     cache_dir = pathlib.Path(cache_dir)
-    folders, filename, _ = MOVIELENS_RELEASES[name]
+    folders, filename = MOVIELENS_LAYOUT[name]
     for folder in folders:
         if (cache_dir / folder / filename).is_file():
             return cache_dir / folder

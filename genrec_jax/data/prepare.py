@@ -16,7 +16,8 @@ import numpy as np
 from genrec_jax.data.batching import Batcher
 from genrec_jax.data.events import clean
 from genrec_jax.data.packing import PackedBatcher
-from genrec_jax.data.readers import load_events
+from genrec_jax.data.parsers import parse_rating_scale
+from genrec_jax.data.sources import load_events
 from genrec_jax.data.sequences import (SequenceDataset, Split, build_sequences, eval_arrays,
                                        item_popularity, leave_last_out, train_arrays)
 from genrec_jax.data.simulator import Simulator, SimulatorConfig
@@ -65,7 +66,17 @@ def load_configured_events(cfg) -> tuple[Any, Simulator | None]:
     data_dir = os.path.expanduser(str(cfg.data_dir)) if cfg.data_dir else None
     cache_dir = os.path.expanduser(str(cfg.get("cache_dir", "~/.cache/genrec_jax")))
     return load_events(cfg.dataset, data_dir, download=bool(cfg.get("download", False)),
-                       cache_dir=cache_dir), None
+                       cache_dir=cache_dir, **csv_options(cfg)), None
+
+
+def csv_options(cfg) -> dict[str, Any]:
+    """``read_csv`` options of ``dataset=csv``: the rating scale from ``data.rating_scale``
+    (``lo:hi`` or ``lo:hi:step``, e.g. ``0.5:5:0.5`` or ``1:10:1``); none for other data sets."""
+    if cfg.dataset != "csv":
+        return {}
+    spec = cfg.data.get("rating_scale", (1.0, 5.0))
+    lo, hi, step = parse_rating_scale(spec, name="data.rating_scale")
+    return {"rating_scale": (lo, hi), "rating_step": step}
 
 
 def prepare_data(cfg) -> PreparedData:

@@ -13,6 +13,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from genrec_jax.data.events import Events, clean
+from genrec_jax.data.sources import load_events
 
 __all__ = [
     "SequenceDataset",
@@ -131,8 +132,6 @@ def load_sequences(
     **load_kwargs,
 ) -> SequenceDataset:
     """``load_events`` -> ``clean`` -> ``build_sequences`` in one call."""
-    from genrec_jax.data.readers import load_events
-
     events, repairs = clean(
         load_events(name, data_dir, **load_kwargs), min_events=min_events, dedupe=dedupe
     )

@@ -17,7 +17,7 @@ import numpy as np
 
 COLUMNS = ("ndcg@10", "hr@10", "mrr", "ndcg@10_liked", "hr@10_liked", "mrr_liked",
            "judge_score", "judge_std", "true_rating@1", "true_rating@10", "regret@1",
-           "regret@10")
+           "regret@10", "true_value")
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -69,9 +69,15 @@ def winners(table, columns: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def write_tables(workdir: str, table, *, title: str, notes: Sequence[str] = ()) -> None:
-    """results.md (markdown, winners in bold), results.csv (mean/std columns), results.json."""
-    cols = present_columns(table)
+def write_tables(workdir: str, table, *, title: str, notes: Sequence[str] = (),
+                 reference=None) -> None:
+    """results.md (markdown, winners in bold), results.csv (mean/std columns), results.json.
+
+    ``reference`` (optional, same form as ``table``): rows of reference policies (most popular,
+    the logging policy, the oracle, ...) shown below the algorithms in italics, never bold, and
+    stored under ``"reference"`` in results.json (in results.csv with a ``ref:`` prefix)."""
+    reference = dict(reference or {})
+    cols = present_columns({**table, **reference})
     best = winners(table, cols)
     lines = [f"# {title}", "", "| algorithm | " + " | ".join(cols) + " |",
              "|---" * (len(cols) + 1) + "|"]
@@ -81,19 +87,23 @@ def write_tables(workdir: str, table, *, title: str, notes: Sequence[str] = ()) 
             text = _cell(row.get(col))
             cells.append(f"**{text}**" if best.get(col) == algo else text)
         lines.append(f"| {algo} | " + " | ".join(cells) + " |")
-    lines += ["", "Mean ± std over seeds; bold = best per column (lowest for regret/judge_std).",
-              *notes, ""]
+    for name, row in reference.items():
+        lines.append(f"| *{name}* (reference) | " + " | ".join(_cell(row.get(c)) for c in cols)
+                     + " |")
+    lines += ["", "Mean ± std over seeds; bold = best algorithm per column (lowest for "
+              "regret/judge_std); reference rows are never bold.", *notes, ""]
     with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     with open(os.path.join(workdir, "results.csv"), "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["algorithm"] + [f"{c}_{s}" for c in cols for s in ("mean", "std")])
-        for algo, row in table.items():
+        rows = [(a, r) for a, r in table.items()] + [(f"ref:{a}", r) for a, r in reference.items()]
+        for algo, row in rows:
             writer.writerow([algo] + [row.get(c, {}).get(s, float("nan"))
                                       for c in cols for s in ("mean", "std")])
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({"table": table, "winners": best, "title": title, "notes": list(notes)}, f,
-                  indent=2)
+        json.dump({"table": table, "reference": reference, "winners": best, "title": title,
+                   "notes": list(notes)}, f, indent=2)
 
 
 def _plt():
@@ -106,16 +116,18 @@ def _plt():
 
 
 def plot_lambda(path: str, lams: Sequence[float], stats: Mapping[str, Sequence[dict]],
-                bc: Mapping[str, dict] | None = None) -> None:
-    """A-SFT metric(s) against λ (log axis); BC drawn as the λ → ∞ level."""
+                limit: Mapping[str, dict] | None = None, *, label: str = "A-SFT",
+                limit_label: str = "BC") -> None:
+    """The swept algorithm's (``label``) metric(s) against λ (log axis); ``limit`` (a table row,
+    ``limit_label``) drawn as the λ → ∞ level."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(stats), figsize=(5 * len(stats), 3.6), squeeze=False)
     for ax, (name, series) in zip(axes[0], stats.items()):
         means = [s["mean"] for s in series]
         stds = [s["std"] for s in series]
-        ax.errorbar(lams, means, yerr=stds, marker="o", capsize=3, label="A-SFT")
-        if bc and name in bc:
-            ax.axhline(bc[name]["mean"], color="gray", ls="--", label="BC (λ → ∞)")
+        ax.errorbar(lams, means, yerr=stds, marker="o", capsize=3, label=label)
+        if limit and name in limit:
+            ax.axhline(limit[name]["mean"], color="gray", ls="--", label=f"{limit_label} (λ → ∞)")
         ax.set_xscale("log")
         ax.set_xlabel("λ (policy-deviation knob)")
         ax.set_ylabel(name)

@@ -1,4 +1,4 @@
-"""Reward models as judges of a policy's greedy multi-step recommendations (DESIGN.md §4).
+"""Reward models as judges of a policy's greedy multi-step recommendations (docs/method.md §4.4).
 
     out = judge_rollout(policy_score_fn, reward_fn, eval_arrays, horizon=3, gamma=0.9)
     out["judge_score"], out["judge_rel_std"]

@@ -8,7 +8,7 @@ import jax
 
 from genrec_jax.eval.popularity import popularity_score_fn
 from genrec_jax.eval.ranking import evaluate
-from genrec_jax.train.state import bind
+from genrec_jax.models.functional import bind
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -1,4 +1,4 @@
-"""Full-catalogue ranking evaluation (DESIGN.md §4): target ranks, HR / NDCG / MRR, batched driver.
+"""Full-catalogue ranking evaluation (docs/method.md §4.3): target ranks, HR / NDCG / MRR, batched driver.
 
     ranks = target_ranks(scores, target, exclude)          # jitted, int32 [B]
     m = metrics_from_ranks(ranks, target_ratings=r, valid=v)

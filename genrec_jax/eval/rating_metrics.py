@@ -1,6 +1,6 @@
 """Accuracy of a rating predictor (reward model or baseline) on held-out events.
 
-The DESIGN.md §4 reward-model ablation:
+The reward-model ablation of docs/method.md §4.5:
 
     m = rating_metrics(pred, true, users)
     # {"rmse", "mae", "spearman", "pairwise_accuracy", "num_pairs", "num_events"}
@@ -35,29 +35,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from genrec_jax._checks import as_finite_1d, check_same_length
+
 __all__ = ["rating_metrics", "average_ranks", "spearman", "pairwise_accuracy", "summarize_runs"]
 
 # Largest number of pairwise entries materialised at once (float64: 8 bytes each).
 _BLOCK_ELEMENTS = 1 << 20
-
-
-def as_finite_1d(name: str, values: Any) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
-    if arr.size and not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite (found NaN or inf)")
-    return arr
-
-
-def check_same_length(**arrays: np.ndarray) -> None:
-    lengths = {name: len(a) for name, a in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        desc = ", ".join(f"{name} ({n})" for name, n in lengths.items())
-        raise ValueError(f"length mismatch: {desc} must all have the same length")
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:

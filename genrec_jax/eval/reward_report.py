@@ -1,4 +1,5 @@
-"""The reward-model ablation report (DESIGN.md §4): RM vs simple baselines on held-out events.
+"""The reward-model ablation report (docs/method.md §4.5): RM vs simple baselines on held-out
+events.
 
     per_seed = [seed_results(seed, splits) for each seed]     # one training run per seed
     report = build_report(per_seed, info={...})
@@ -24,7 +25,6 @@ markdown, so both files hold only finite numbers.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from genrec_jax.eval.rating_metrics import rating_metrics, summarize_runs
+from genrec_jax.io import write_json
 
 METRICS = ("rmse", "mae", "spearman", "pairwise_accuracy")
 LOWER_IS_BETTER = {"rmse": True, "mae": True, "spearman": False, "pairwise_accuracy": False,
@@ -203,15 +204,13 @@ def format_markdown(report: Mapping[str, Any]) -> str:
 
 
 def write_report(workdir: str | os.PathLike, report: Mapping[str, Any]) -> tuple[str, str]:
-    """Writes ``reward_report.md`` and ``reward_report.json`` (strict JSON) atomically."""
+    """Writes ``reward_report.md`` and ``reward_report.json`` (strict JSON) atomically; returns
+    their paths (markdown, JSON)."""
     os.makedirs(workdir, exist_ok=True)
-    paths = []
-    for name, text in (("reward_report.json",
-                        json.dumps(_clean(report), indent=2, sort_keys=False, allow_nan=False)),
-                       ("reward_report.md", format_markdown(report))):
-        path = os.path.join(os.fspath(workdir), name)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(path + ".tmp", path)
-        paths.append(path)
-    return paths[1], paths[0]
+    json_path = write_json(os.path.join(os.fspath(workdir), "reward_report.json"), _clean(report),
+                           sort_keys=False)
+    md_path = os.path.join(os.fspath(workdir), "reward_report.md")
+    with open(md_path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(format_markdown(report) + "\n")
+    os.replace(md_path + ".tmp", md_path)
+    return md_path, json_path

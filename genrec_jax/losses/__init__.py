@@ -25,6 +25,7 @@ from genrec_jax.losses.advantages import (
 )
 from genrec_jax.losses.advantages import advantages as compute_advantages
 from genrec_jax.losses.cql import cql, cql_from_lse, cql_targets
+from genrec_jax.losses.grpo import group_advantages, grpo, k3_kl
 from genrec_jax.losses.policy_gradient import (
     kl_penalized_rewards,
     ppo,
@@ -61,8 +62,11 @@ __all__ = [
     "dpo",
     "dpo_margin",
     "get_loss",
+    "group_advantages",
+    "grpo",
     "ipo",
     "item_mean_baseline",
+    "k3_kl",
     "kl_penalized_rewards",
     "log_prob_of",
     "ppo",

@@ -27,6 +27,12 @@ L2-normalised user vectors, and logits are cosine similarities with the L2-norma
 table divided by the temperature τ. The modules hold parameters only: randomness (dropout)
 comes in through an explicit key so the model is a pure function of ``(params, batch, key)``.
 
+``precision="bf16"`` (see ``genrec_jax.models.precision``) runs the blocks in bfloat16 with
+float32 parameters: the embedded input is cast to bfloat16, the linear layers cast their float32
+weights, ``rab`` is cast before it is added, layer norms take their statistics in float32, and
+the output is cast to float32 before the L2 normalisation. With ``"float32"`` every cast is the
+identity, so the numbers are exactly those of the float32-only model.
+
 Initialisation is the one the reference's parameters end up with: item embeddings truncated
 N(0, 0.02); ``W_uvqk``, ``w_p``, ``w_t`` N(0, 0.02); positions N(0, 2 / (N + D)) (Glorot normal
 over the ``[N, D]`` table); ``W_o`` variance 1 / fan-in with bias U(±1/√fan-in).
@@ -40,6 +46,8 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from genrec_jax.models.precision import check_precision, compute_dtype
 
 _INIT = nnx.initializers.normal(stddev=0.02)
 _LN_EPS = 1e-6
@@ -64,6 +72,7 @@ class HSTUConfig:
     table_multiple: int = 1
     rating_inputs: bool = False
     output_slots: int = 11
+    precision: str = "float32"
 
     def __post_init__(self):
         for name in ("num_items", "max_len", "dim", "num_blocks", "num_heads", "qk_dim", "v_dim",
@@ -76,6 +85,12 @@ class HSTUConfig:
             raise ValueError(f"HSTUConfig.temperature must be > 0, got {self.temperature}")
         if int(self.output_slots) < 0:
             raise ValueError(f"HSTUConfig.output_slots must be >= 0, got {self.output_slots}")
+        check_precision(self.precision, "HSTUConfig.precision")
+
+    @property
+    def compute_dtype(self):
+        """Activation / matmul dtype: float32, or bfloat16 under ``precision="bf16"``."""
+        return compute_dtype(self.precision)
 
     @property
     def padded_length(self) -> int:
@@ -99,10 +114,12 @@ def _uniform(bound: float):
 
 
 def layer_norm(x: jax.Array) -> jax.Array:
-    """LayerNorm over the last axis without scale or bias (eps 1e-6)."""
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + _LN_EPS)
+    """LayerNorm over the last axis without scale or bias (eps 1e-6), computed in float32 and
+    returned in the dtype of ``x``."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + _LN_EPS)).astype(x.dtype)
 
 
 def l2_normalize(x: jax.Array) -> jax.Array:
@@ -164,10 +181,12 @@ class HSTUBlock(nnx.Module):
         self.padded_length = c.padded_length
         self.dropout_rate = c.dropout
         width = c.num_heads * (2 * c.v_dim + 2 * c.qk_dim)
-        self.uvqk = nnx.Linear(c.dim, width, use_bias=False, kernel_init=_INIT, rngs=rngs)
+        dt = c.compute_dtype
+        self.uvqk = nnx.Linear(c.dim, width, use_bias=False, kernel_init=_INIT, dtype=dt,
+                               param_dtype=jnp.float32, rngs=rngs)
         fan_in = c.num_heads * c.v_dim
-        self.out = nnx.Linear(fan_in, c.dim, use_bias=True, rngs=rngs,
-                              bias_init=_uniform(1 / math.sqrt(fan_in)))
+        self.out = nnx.Linear(fan_in, c.dim, use_bias=True, rngs=rngs, dtype=dt,
+                              param_dtype=jnp.float32, bias_init=_uniform(1 / math.sqrt(fan_in)))
         self.bias = RelativeBias(c.padded_length, c.num_time_buckets, rngs=rngs)
 
     def __call__(self, x, mask, time_bucket, key=None):
@@ -179,7 +198,7 @@ class HSTUBlock(nnx.Module):
         q = q.reshape(batch, length, h, dqk)
         k = k.reshape(batch, length, h, dqk)
         v = v.reshape(batch, length, h, dv)
-        rab = self.bias(time_bucket)
+        rab = self.bias(time_bucket).astype(x.dtype)
         scores = jnp.einsum("bihd,bjhd->bhij", q, k) + rab[:, None]
         attn = jnp.where(mask[:, None], jax.nn.silu(scores), 0.0) / self.padded_length
         mixed = jnp.einsum("bhij,bjhd->bihd", attn, v).reshape(batch, length, h * dv)
@@ -203,6 +222,7 @@ class HSTU(nnx.Module):
         self.blocks = nnx.List([HSTUBlock(c, rngs=rngs) for _ in range(c.num_blocks)])
 
     def embed(self, batch, key=None) -> jax.Array:
+        """[B, L] ids → [B, L, D] block inputs in the compute dtype (padding rows 0)."""
         c = self.config
         ids = batch["inputs"]
         if "positions" in batch:
@@ -214,7 +234,7 @@ class HSTU(nnx.Module):
             levels = jnp.clip(jnp.round(2.0 * batch["ratings"]), 0, 10).astype(jnp.int32)
             x = x + self.rating_emb[...][levels]
         x = dropout(x, c.dropout, key)
-        return jnp.where((ids != 0)[..., None], x, 0.0)
+        return jnp.where((ids != 0)[..., None], x, 0.0).astype(c.compute_dtype)
 
     def encode(self, batch, *, dropout_key: jax.Array | None = None) -> jax.Array:
         """[B, L] batch → [B, L, D] L2-normalised user vectors (position i sees events ≤ i)."""
@@ -227,7 +247,7 @@ class HSTU(nnx.Module):
                                self.config.num_time_buckets)
         for block, key in zip(self.blocks, keys[1:]):
             x = block(x, mask, buckets, key)
-        return l2_normalize(x)
+        return l2_normalize(x.astype(jnp.float32))
 
     def item_vectors(self) -> jax.Array:
         """[V_table, D] L2-normalised item table (row 0 and rows > num_items are not items)."""

@@ -1,9 +1,9 @@
 """Simple rating predictors: the yardsticks a learned reward model must beat.
 
-DESIGN.md §1 notes that on recommendation data a learned reward model barely beats "the
-user's average rating" or "the item's average rating"; §4 asks for the reward-model ablation
-against exactly these baselines. Each predictor here is pure numpy, is fitted on training events
-only, and shares one interface:
+On recommendation data a learned reward model is only slightly more accurate than the user's
+or the item's mean rating (docs/method.md §1.1); the reward-model ablation (docs/method.md §4.5)
+compares it with exactly these baselines. Each predictor here is pure numpy, is fitted on training
+events only, and shares one interface:
 
     model = make_baseline("user_item_bias", reg_user=5.0, reg_item=5.0, iterations=10)
     model.fit(train_users, train_items, train_ratings)      # returns the model itself
@@ -29,7 +29,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from genrec_jax.eval.rating_metrics import as_finite_1d, check_same_length
+from genrec_jax._checks import as_finite_1d, check_same_length
 
 __all__ = [
     "RatingPredictor",

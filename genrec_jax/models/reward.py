@@ -1,13 +1,15 @@
 """Reward model: an HSTU encoder over the rated history and a head that predicts a rating.
 
-    model = RewardModel(RewardConfig(num_items=1682, rating_scale=(1.0, 5.0)), rngs=nnx.Rngs(0))
+    config = RewardConfig(HSTUConfig(num_items=1682), rating_scale=(1.0, 5.0))
+    model = RewardModel(config, rngs=nnx.Rngs(0))
     r_pos = model.predict_positions(batch)          # [B, L] rating of batch["targets"] at each i
     r_new = model.score(batch, items)               # [B, K] ratings of candidates after the history
 
-Encoder. ``HSTU(rating_inputs=True)`` (the project's encoder, not a copy): the input at
-position ``j`` is ``item_emb[inputs_j]·√D + pos_emb[j] + rating_emb[round(2·ratings_j)]``; causal attention makes
-the user vector ``h_i`` (L2-normalised, ``[D]``) a function of events ``0..i`` and of their ratings
-only. ``ratings_j = 0`` means "rating unknown" (used for events whose rating is held out).
+Encoder. ``HSTU(rating_inputs=True)`` (the project's encoder, not a copy; its config is
+``RewardConfig.encoder``): the input at position ``j`` is
+``item_emb[inputs_j]·√D + pos_emb[j] + rating_emb[round(2·ratings_j)]``; causal attention makes
+the user vector ``h_i`` (L2-normalised, ``[D]``) a function of events ``0..i`` and of their
+ratings only. ``ratings_j = 0`` means "rating unknown" (used for events whose rating is held out).
 
 Head. For position ``i`` (its user vector ``h_i``) and a candidate item ``c`` with the encoder's
 tied, L2-normalised item vector ``e_c`` (vectors below are scaled by √D to unit-size entries):
@@ -77,19 +79,14 @@ _INIT = nnx.initializers.normal(stddev=0.02)
 
 @dataclasses.dataclass(frozen=True)
 class RewardConfig:
-    """Hyper-parameters of a reward model. The encoder fields mirror :class:`HSTUConfig`."""
+    """Hyper-parameters of a reward model: the HSTU ``encoder`` and the rating head.
 
-    num_items: int
-    max_len: int = 200
-    dim: int = 50
-    num_blocks: int = 2
-    num_heads: int = 1
-    qk_dim: int = 50
-    v_dim: int = 50
-    dropout: float = 0.2
-    num_time_buckets: int = 128
-    table_multiple: int = 1
-    output_slots: int = 11
+    ``encoder`` is an :class:`HSTUConfig`; its ``rating_inputs`` is always on (set here if the
+    given config has it off), since the encoder reads the history's ratings. ``max_len`` is the
+    encoder's (the window the model scores).
+    """
+
+    encoder: HSTUConfig
     rating_scale: tuple[float, float] = (1.0, 5.0)
     rating_step: float = 1.0
     head: str = "regression"
@@ -102,6 +99,12 @@ class RewardConfig:
     head_dropout: float = 0.0
 
     def __post_init__(self):
+        if not isinstance(self.encoder, HSTUConfig):
+            raise TypeError(f"RewardConfig.encoder must be an HSTUConfig, got "
+                            f"{type(self.encoder).__name__}")
+        if not self.encoder.rating_inputs:
+            object.__setattr__(self, "encoder",
+                               dataclasses.replace(self.encoder, rating_inputs=True))
         object.__setattr__(self, "rating_scale", tuple(float(v) for v in self.rating_scale))
         object.__setattr__(self, "rating_prior", tuple(float(v) for v in self.rating_prior))
         if self.head not in HEADS:
@@ -133,16 +136,11 @@ class RewardConfig:
                              f"{self.head_dropout}")
         if int(self.hidden_dim) < 1:
             raise ValueError(f"RewardConfig.hidden_dim must be >= 1, got {self.hidden_dim}")
-        self.hstu()  # validates the encoder fields
 
-    def hstu(self) -> HSTUConfig:
-        """The encoder's configuration (an HSTU with rating inputs)."""
-        return HSTUConfig(num_items=self.num_items, max_len=self.max_len, dim=self.dim,
-                          num_blocks=self.num_blocks, num_heads=self.num_heads,
-                          qk_dim=self.qk_dim, v_dim=self.v_dim, dropout=self.dropout,
-                          num_time_buckets=self.num_time_buckets,
-                          table_multiple=self.table_multiple, rating_inputs=True,
-                          output_slots=self.output_slots)
+    @property
+    def max_len(self) -> int:
+        """The encoder's window: rows are scored at exactly this width."""
+        return self.encoder.max_len
 
     @property
     def num_classes(self) -> int:
@@ -173,6 +171,7 @@ class RewardConfig:
         return jnp.log(frac / (1 - frac))[None]
 
     def to_dict(self) -> dict:
+        """Plain JSON-able dict; the encoder nested under ``"encoder"``."""
         d = dataclasses.asdict(self)
         d["rating_scale"] = list(d["rating_scale"])
         d["rating_prior"] = list(d["rating_prior"])
@@ -180,10 +179,19 @@ class RewardConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RewardConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        d = {"output_slots": 0, **d}  # ensembles saved before the field existed used N = max_len
-        return cls(**{k: (tuple(v) if k in ("rating_scale", "rating_prior") else v)
-                      for k, v in d.items() if k in fields})
+        """Inverse of :meth:`to_dict`. Also reads the flat form saved before the encoder was
+        nested (encoder fields beside the head's; without ``output_slots`` it means 0, the
+        padded length then being ``max_len``). Unknown keys are ignored."""
+        head_fields = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
+        enc_fields = {f.name for f in dataclasses.fields(HSTUConfig)}
+        if "encoder" in d:
+            enc = dict(d["encoder"])
+        else:  # ensembles saved before the encoder was nested
+            enc = {"output_slots": 0, **{k: v for k, v in d.items() if k in enc_fields}}
+        encoder = HSTUConfig(**{k: v for k, v in enc.items() if k in enc_fields})
+        return cls(encoder=encoder, **{
+            k: (tuple(v) if k in ("rating_scale", "rating_prior") else v)
+            for k, v in d.items() if k in head_fields})
 
 
 def history_features(batch, config: RewardConfig) -> jax.Array:
@@ -211,23 +219,23 @@ class RewardModel(nnx.Module):
     def __init__(self, config: RewardConfig, *, rngs: nnx.Rngs):
         c = config
         self.config = c
-        self.encoder = HSTU(c.hstu(), rngs=rngs)
-        width = 3 * c.dim + NUM_HISTORY_FEATURES + 2 * c.target_heads
+        self.encoder = HSTU(c.encoder, rngs=rngs)
+        width = 3 * c.encoder.dim + NUM_HISTORY_FEATURES + 2 * c.target_heads
         if c.history_factor:
-            width += c.dim + 1
-            self.factor = nnx.Linear(c.dim, c.dim, use_bias=False, rngs=rngs,
+            width += c.encoder.dim + 1
+            self.factor = nnx.Linear(c.encoder.dim, c.encoder.dim, use_bias=False, rngs=rngs,
                                      kernel_init=nnx.initializers.lecun_normal())
         if c.target_heads:
             att = c.target_heads * c.target_dim
-            self.target_q = nnx.Linear(c.dim, att, use_bias=False, rngs=rngs,
+            self.target_q = nnx.Linear(c.encoder.dim, att, use_bias=False, rngs=rngs,
                                        kernel_init=nnx.initializers.lecun_normal())
-            self.target_k = nnx.Linear(c.dim, att, use_bias=False, rngs=rngs,
+            self.target_k = nnx.Linear(c.encoder.dim, att, use_bias=False, rngs=rngs,
                                        kernel_init=nnx.initializers.lecun_normal())
         self.hidden = nnx.Linear(width, c.hidden_dim, kernel_init=nnx.initializers.lecun_normal(),
                                  rngs=rngs)
         self.output = nnx.Linear(c.hidden_dim, c.num_outputs, kernel_init=_INIT, rngs=rngs)
         self.output.bias[...] = c.initial_output_bias()
-        self.item_bias = nnx.Param(jnp.zeros((c.hstu().table_size, c.num_outputs), jnp.float32))
+        self.item_bias = nnx.Param(jnp.zeros((c.encoder.table_size, c.num_outputs), jnp.float32))
 
     # ------------------------------------------------------------------ head
 
@@ -235,7 +243,7 @@ class RewardModel(nnx.Module):
                      factor: jax.Array | None = None, key: jax.Array | None = None) -> jax.Array:
         """``user_vecs [..., D]``, ``feats [..., F]``, ``items [...]`` and (with
         ``history_factor``) ``factor [..., D]`` → raw outputs ``[..., out]``."""
-        d = self.config.dim
+        d = self.config.encoder.dim
         e = self.encoder.item_vectors()[items]
         parts = [math.sqrt(d) * user_vecs, math.sqrt(d) * e, d * user_vecs * e, feats]
         if factor is not None:
@@ -257,7 +265,7 @@ class RewardModel(nnx.Module):
         rated = ((inputs != 0) & (ratings > 0)).astype(jnp.float32)
         lo, hi = c.rating_scale
         scaled = (ratings - 0.5 * (lo + hi)) / (0.5 * (hi - lo))
-        e = math.sqrt(c.dim) * self.encoder.item_vectors()[inputs] * rated[..., None]
+        e = math.sqrt(c.encoder.dim) * self.encoder.item_vectors()[inputs] * rated[..., None]
         weighted = jnp.cumsum(scaled[..., None] * e, axis=1)
         total = jnp.cumsum(e, axis=1)
         count = jnp.cumsum(rated, axis=1)
@@ -294,7 +302,7 @@ class RewardModel(nnx.Module):
         if not c.target_heads:
             return jnp.zeros((num_rows, num_q, 0), jnp.float32)
         heads, dim = c.target_heads, c.target_dim
-        table = math.sqrt(c.dim) * self.encoder.item_vectors()
+        table = math.sqrt(c.encoder.dim) * self.encoder.item_vectors()
         inputs = batch["inputs"]
         length = inputs.shape[1]
         q = self.target_q(table[items]).reshape(num_rows, num_q, heads, dim)

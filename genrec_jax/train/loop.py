@@ -3,6 +3,11 @@
 It feeds the batch of each global step (so a resumed run continues at the same data position),
 stops on a non-finite loss naming the step (before any checkpoint of the bad state is written, so
 the last good checkpoint survives), checkpoints every N steps and logs metrics and progress.
+
+Printed (process 0, ``verbose``): ``resuming from step N`` when a checkpoint is restored, one
+start line (what runs, the batch shape, the devices), then one progress line every ``log_every``
+steps with the loss, steps/s and an ETA measured after compilation
+(:mod:`genrec_jax.train.progress`).
 """
 
 from __future__ import annotations
@@ -15,36 +20,50 @@ import jax
 
 from genrec_jax import sharding as shd
 from genrec_jax.train.checkpoint import Checkpointer
-from genrec_jax.train.metrics_writer import MetricWriter, Progress
+from genrec_jax.train.metrics_writer import MetricWriter
+from genrec_jax.train.progress import Progress, start_line
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a step produces a NaN or infinite loss."""
 
 
-def resume(checkpointer: Checkpointer | None, state):
-    """Restores the latest checkpoint onto ``state``'s shardings, or returns ``state``."""
+def resume(checkpointer: Checkpointer | None, state, *, verbose: bool = True):
+    """Restores the newest readable checkpoint onto ``state``'s shardings (printing
+    ``resuming from step N``), or returns ``state`` when there is none."""
     if checkpointer is None or checkpointer.latest_step is None:
         return state, {}
-    return checkpointer.restore(state)
+    state, meta = checkpointer.restore(state)
+    if verbose and jax.process_index() == 0:
+        step = int(jax.device_get(state["step"])) if "step" in state else meta.get("step")
+        print(f"resuming from step {step} (checkpoint in {checkpointer.directory})", flush=True)
+    return state, meta
 
 
 def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], mesh,
         num_steps: int, frozen: Sequence = (), checkpointer: Checkpointer | None = None,
         writer: MetricWriter | None = None, log_every: int = 50, meta: dict | None = None,
-        verbose: bool = True):
+        verbose: bool = True, describe=None):
     """Runs steps ``state["step"] .. num_steps − 1``; returns ``(state, last_metrics, timing)``.
 
     ``timing``: ``first_step_seconds`` (includes compilation) and ``step_seconds`` (mean wall
     time of the later steps, including batch preparation and the per-step loss check).
+    ``describe`` (a mapping or text) heads the start line; default: ``meta``.
     """
+    if int(log_every) < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every}")
     start = int(jax.device_get(state["step"]))
-    progress = Progress(num_steps, start)
+    talk = verbose and jax.process_index() == 0
+    progress = Progress(num_steps, start, enabled=talk)
     metrics = {}
     t_start = time.perf_counter()
     t_first = None
     for step in range(start, num_steps):
-        batch = shd.shard_batch(batch_at(step), mesh)
+        host_batch = batch_at(step)
+        if talk and step == start:
+            print(start_line(start=start, total=num_steps, batch=host_batch, mesh=mesh,
+                             describe=describe if describe is not None else meta), flush=True)
+        batch = shd.shard_batch(host_batch, mesh)
         state, metrics = step_fn(graphdef, state, batch, *frozen)
         loss = float(metrics["loss"])
         if not math.isfinite(loss):
@@ -52,6 +71,7 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
                 f"non-finite loss {loss} at step {step + 1}; the run stopped and the last good "
                 f"checkpoint (step {checkpointer.latest_step if checkpointer else None}) is kept")
         done = step + 1
+        progress.step_done(done)
         if t_first is None:
             t_first = time.perf_counter()
         if checkpointer is not None:
@@ -60,8 +80,7 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
         if done % log_every == 0 or done == num_steps:
             if writer is not None:
                 writer.write(done, jax.device_get(metrics), prefix="train/")
-            if verbose:
-                progress.log(done, loss)
+            progress.log(done, loss)
     t_end = time.perf_counter()
     later = num_steps - start - 1
     timing = {"first_step_seconds": (t_first - t_start) if t_first else 0.0,

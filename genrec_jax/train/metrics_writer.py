@@ -1,15 +1,22 @@
-"""Metrics sinks of a run: JSONL, TensorBoard event files and a progress line."""
+"""Metrics sinks of a run: JSONL and TensorBoard event files.
+
+``workdir/metrics.jsonl``: one JSON object per write, ``{"step": s, "train/loss": ...}``.
+``workdir/tb/events.out.tfevents.*``: the same scalars as TensorBoard summaries (tensorboardX
+writes the standard ``Event`` protocol buffer records, which TensorBoard reads):
+
+    pip install -e .[viz] && tensorboard --logdir runs/
+
+(the progress line lives in :mod:`genrec_jax.train.progress`; ``Progress`` is re-exported here
+for older imports).
+"""
 
 from __future__ import annotations
 
 import json
-import logging
-import math
 import os
-import time
 from collections.abc import Mapping
 
-_log = logging.getLogger("genrec_jax")
+from genrec_jax.train.progress import Progress  # noqa: F401 (re-export)
 
 
 def _scalar(value) -> float:
@@ -49,26 +56,3 @@ class MetricWriter:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
-
-
-class Progress:
-    """Formats ``step 40/480 loss 5.1234 steps/s 12.3 ETA 0:00:36`` lines."""
-
-    def __init__(self, total_steps: int, start_step: int = 0):
-        self.total = total_steps
-        self._t0 = time.perf_counter()
-        self._s0 = start_step
-
-    def line(self, step: int, loss: float) -> str:
-        elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        rate = (step - self._s0) / elapsed
-        remaining = (self.total - step) / rate if rate > 0 else math.inf
-        eta = "?" if not math.isfinite(remaining) else time.strftime(
-            "%H:%M:%S", time.gmtime(remaining))
-        return f"step {step}/{self.total} loss {loss:.4f} steps/s {rate:.2f} ETA {eta}"
-
-    def log(self, step: int, loss: float) -> str:
-        text = self.line(step, loss)
-        _log.info(text)
-        print(text, flush=True)
-        return text

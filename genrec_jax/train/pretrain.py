@@ -1,4 +1,4 @@
-"""Next-item pretraining (behaviour cloning) of HSTU, end to end from a config.
+"""Next-item pretraining (behaviour cloning) of HSTU or SASRec, end to end from a config.
 
 ``pretrain(cfg, workdir)`` prepares the data, initialises (or resumes) the model on the mesh,
 trains with sampled or full softmax, evaluates on the leave-last-out test split and writes
@@ -7,17 +7,16 @@ trains with sampled or full softmax, evaluates on the leave-last-out test split 
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from typing import Any
 
 import jax
 
 from genrec_jax import sharding as shd
 from genrec_jax.data.prepare import PreparedData, prepare_data
 from genrec_jax.eval.model_eval import evaluate_model, evaluate_popularity
-from genrec_jax.models.hstu import HSTU, HSTUConfig
+from genrec_jax.io import write_json
+from genrec_jax.models.encoders import EncoderConfig, build_encoder, encoder_config
 from genrec_jax.train import loop
 from genrec_jax.train.checkpoint import Checkpointer
 from genrec_jax.train.metrics_writer import MetricWriter
@@ -26,16 +25,13 @@ from genrec_jax.train.state import init_params, init_train_state, make_optimizer
 from genrec_jax.train.step import make_train_step
 
 
-def model_config(cfg, num_items: int, mesh) -> HSTUConfig:
-    m = cfg.model
-    return HSTUConfig(num_items=num_items, max_len=int(cfg.data.max_len), dim=int(m.dim),
-                      num_blocks=int(m.num_blocks), num_heads=int(m.num_heads),
-                      qk_dim=int(m.qk_dim), v_dim=int(m.v_dim), dropout=float(m.dropout),
-                      temperature=float(m.temperature),
-                      num_time_buckets=int(m.num_time_buckets),
-                      table_multiple=int(mesh.shape[shd.MODEL]),
-                      # Runs saved before this field existed used N = max_len.
-                      output_slots=int(m.get("output_slots", 0)))
+def model_config(cfg, num_items: int, mesh) -> EncoderConfig:
+    """The encoder config (HSTU or SASRec, by ``model.kind``) of an experiment config: the
+    ``model`` block, ``data.max_len``, the ``model`` mesh size and the top-level ``precision``
+    (configs saved before ``kind`` / ``precision`` existed mean HSTU in float32)."""
+    return encoder_config(cfg.model, num_items, max_len=int(cfg.data.max_len),
+                          table_multiple=int(mesh.shape[shd.MODEL]),
+                          precision=str(cfg.get("precision", "float32")))
 
 
 def next_item_loss_fn(loss_cfg, mesh=None):
@@ -56,17 +52,10 @@ def num_steps_for(cfg, steps_per_epoch: int) -> int:
 
 
 def build_model(cfg, data: PreparedData, mesh):
-    hcfg = model_config(cfg, data.dataset.num_items, mesh)
-    graphdef, params = init_params(lambda rngs: HSTU(hcfg, rngs=rngs), int(cfg.seed), mesh)
-    return hcfg, graphdef, params
-
-
-def write_json(path: str, obj: dict[str, Any]) -> None:
-    """Writes JSON atomically (temp file + rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=float)
-    os.replace(tmp, path)
+    """``(encoder config, graphdef, params)`` of a freshly initialised encoder on ``mesh``."""
+    mcfg = model_config(cfg, data.dataset.num_items, mesh)
+    graphdef, params = init_params(lambda rngs: build_encoder(mcfg, rngs), int(cfg.seed), mesh)
+    return mcfg, graphdef, params
 
 
 def pretrain(cfg, workdir: str, *, data: PreparedData | None = None, verbose: bool = True):
@@ -95,7 +84,11 @@ def pretrain(cfg, workdir: str, *, data: PreparedData | None = None, verbose: bo
     state, _, timing = loop.run(step_fn=step_fn, graphdef=graphdef, state=state,
                         batch_at=batcher.batch_at, mesh=mesh, num_steps=num_steps,
                         checkpointer=ckpt, writer=writer, log_every=int(cfg.log_every),
-                        meta={"dataset": cfg.dataset}, verbose=verbose)
+                        meta={"dataset": cfg.dataset}, verbose=verbose,
+                        describe={"pretrain": str(cfg.get("model", {}).get("kind", "hstu")),
+                                  "dataset": cfg.dataset, "users": data.dataset.num_users,
+                                  "items": data.dataset.num_items,
+                                  "steps/epoch": steps_per_epoch})
     metrics = evaluate_model(graphdef, state["params"], data.test, batch_size=int(cfg.eval.batch_size))
     metrics["popularity"] = evaluate_popularity(data)
     metrics.update(steps=num_steps, epochs=num_steps / steps_per_epoch,

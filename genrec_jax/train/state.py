@@ -1,8 +1,9 @@
 """Train state as a plain pytree, initialised directly onto its shardings.
 
 ``state = {"params": pure dict, "opt_state": optax state, "step": int32[], "rng": key data}``.
-The model's graph definition is kept apart (static) and re-bound with ``nnx.merge`` inside jitted
-functions, so every step is a pure function of ``(graphdef, state, batch)``.
+The model's graph definition is kept apart (static) and re-bound with ``bind`` (``nnx.merge``;
+defined in ``genrec_jax.models.functional``, re-exported here) inside jitted functions, so every
+step is a pure function of ``(graphdef, state, batch)``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from genrec_jax import sharding as shd
+from genrec_jax.models.functional import bind  # noqa: F401  (re-exported: train code binds here)
 
 
 def make_optimizer(cfg: Mapping[str, Any]) -> optax.GradientTransformation:
@@ -58,8 +60,3 @@ def init_train_state(params, optimizer: optax.GradientTransformation, seed: int,
         "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
         "rng": jax.device_put(jax.random.PRNGKey(seed + 1), rep),
     }
-
-
-def bind(graphdef, params) -> nnx.Module:
-    """The module for ``params`` (inside jit this only re-links arrays, no copy)."""
-    return nnx.merge(graphdef, params)
