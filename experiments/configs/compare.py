@@ -1,4 +1,5 @@
-"""The article's comparison: pretrain → reward models → seven post-training algorithms → evaluation.
+"""The article's comparison: pretrain → reward models → every registered post-training algorithm
+(bc, rwbc, asft, dpo, ipo, ppo, cql, grpo) → evaluation, with reference policies on the simulator.
 
 Main command (embedded simulator, no download; 3 seeds):
   python -m experiments.compare --config=experiments/configs/compare.py --workdir=runs/compare
@@ -12,7 +13,8 @@ Smoke run (seconds): ``:smoke=True``. Stages finished in DIR are reused, so a ki
 
 Writes DIR/results.{md,csv,json} (one row per algorithm plus the pretrained model; NDCG@10,
 HR@10, MRR, their ≥ 4 variants, judge score, and on the simulator the true expected rating of the
-top-1/top-10 recommendations and the regret; mean ± std over seeds) and the plots
+top-1/top-10 recommendations, the regret and the multi-step true value, plus the reference
+rows most popular / top-rated / logging policy / r*-oracle; mean ± std over seeds) and the plots
 DIR/lambda_sweep.png, DIR/judge_vs_truth.png and (simulator) DIR/landscape.png.
 
 ``*_args`` fields are ``key=value,...`` overrides handed to the stage configs
@@ -21,7 +23,10 @@ blocks there, e.g. ``posttrain_args=asft.lam=0.3``); ``algo_args.X`` adds per-al
 ``algos`` defaults to every registered algorithm marked for the comparison
 (``genrec_jax.train.algorithms.comparison_names()``). ``lambda_sweep``: the values of
 ``<lambda_sweep_algo>.lam`` for plot (a), with ``lambda_sweep_limit`` drawn as its λ → ∞ level.
-Expected result: see README.md ("Results"), produced by these commands.
+Expected result: see README.md ("Results"), produced by these commands. The main command took
+7 min 40 s on 2 idle CPU cores; on the simulator A-SFT has the best mean NDCG@10 (0.329) and true
+rating@10 (4.15), within about one seed std of BC and RWBC, and GRPO / DPO / PPO / IPO have the
+highest judge scores and the lowest true ratings.
 """
 
 import ml_collections
