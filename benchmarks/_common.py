@@ -150,6 +150,17 @@ def run_worker(script: str, spec: Dict[str, Any], timeout: float,
         return {"error": "unparsable worker output: " + lines[-1][:200]}
 
 
+def config_arg(dataset: str, data_dir: str = "", overrides: str = "", **keys) -> str:
+    """A config string ``dataset=...,k=v,...[,data_dir=...][,overrides]`` for a launcher
+    config's ``get_config`` (the benchmarks' ``--dataset/--data_dir/--overrides`` flags)."""
+    parts = [f"dataset={dataset}", *(f"{k}={v}" for k, v in keys.items())]
+    if data_dir:
+        parts.append(f"data_dir={data_dir}")
+    if overrides:
+        parts.append(overrides)
+    return ",".join(parts)
+
+
 def stages(total: int, title: str, *, stderr: bool = False):
     """A :class:`genrec_jax.train.progress.Stages` printing ``title: [k/N] name done in ... |
     elapsed ... | ETA ...`` lines (to stderr when stdout carries the result)."""

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks._common import config_arg  # noqa: E402
 from experiments.configs import pretrain as pretrain_config  # noqa: E402
 from genrec_jax.data.sequences import eval_arrays  # noqa: E402
 from genrec_jax.eval.model_eval import evaluate_model  # noqa: E402
@@ -42,12 +43,9 @@ HEADLINE = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr", "hr@200", "ndcg@200",
 
 def main(argv):
     del argv
-    arg = f"dataset={_DATASET.value},epochs={_EPOCHS.value},seed={_SEED.value}"
-    if _DATA_DIR.value:
-        arg += f",data_dir={_DATA_DIR.value}"
-    if _OVERRIDES.value:
-        arg += "," + _OVERRIDES.value
-    cfg = pretrain_config.get_config(arg)
+    cfg = pretrain_config.get_config(config_arg(
+        _DATASET.value, _DATA_DIR.value, _OVERRIDES.value, epochs=_EPOCHS.value,
+        seed=_SEED.value))
     cfg.checkpoint_every = 10**9
     workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="genrec_bench_")
     stages = Stages(["pretrain + evaluate", "peer-protocol evaluation"], title="benchmark")

@@ -41,12 +41,15 @@ QUICK_MODEL = dict(num_items=2000, max_len=8, dim=16, num_blocks=1, num_heads=1,
 # Worker: one case in this process.
 # ----------------------------------------------------------------------------------------------
 
-def synthetic_batch(num_items: int, batch: int, length: int, seed: int = 0):
-    """Right-padded training rows shaped like ``genrec_jax.data.sequences.train_arrays``."""
+def synthetic_batch(num_items: int, batch: int, length: int, seed: int = 0, lengths=None):
+    """Right-padded training rows shaped like ``genrec_jax.data.sequences.train_arrays``;
+    ``lengths [batch]`` (default: uniform in ``[length // 2, length]``)."""
     import numpy as np  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(length // 2, length + 1, size=batch)
+    if lengths is None:
+        lengths = rng.integers(length // 2, length + 1, size=batch)
+    lengths = np.asarray(lengths)
     seq = rng.integers(1, num_items + 1, size=(batch, length + 1))
     ts = np.cumsum(rng.integers(0, 5000, size=(batch, length + 1)), axis=1) + 1_000_000_000
     ratings = rng.integers(1, 6, size=(batch, length + 1)).astype(np.float32)

@@ -3,9 +3,16 @@
   python -m experiments.compare --config=experiments/configs/compare.py --workdir=DIR
 
 Stages (each in its own folder under DIR, skipped when its ``stage.json`` exists):
-  seed{s}/pretrain → seed{s}/reward → seed{s}/{algo} for every algorithm
-  → seed{s}/asft_lam{λ} (plot a: ``<lambda_sweep_algo>.lam`` swept)
-  → landscape/noise{x}/... (plot c, simulator only).
+  seed{s}/pretrain → seed{s}/reference (simulator) → seed{s}/reward → seed{s}/{algo} for every
+  algorithm → seed{s}/{variant} for every variant → seed{s}/asft_lam{λ} (plot a:
+  ``<lambda_sweep_algo>.lam`` swept) → landscape/noise{x}/... (plot c, simulator only).
+Every evaluated policy leaves ``per_user.npz`` (:mod:`genrec_jax.eval.per_user`) in its folder:
+post-training writes the final policy's (and ``per_user_initial.npz``, the pretrained policy's,
+which is copied to ``seed{s}/pretrain/per_user.npz``); the reference stage writes
+``seed{s}/reference/{policy}/per_user.npz``. They give the paired differences to BC and A-SFT
+(:func:`genrec_jax.eval.comparison.paired_differences`) in results.{md,json}.
+On the simulator, seed ``s`` is also the world's seed (``simulator.seed``) unless
+``world_seed >= 0`` fixes one world.
 Points that equal a main run are not run twice: the λ sweep's point at A-SFT's own λ, and the
 landscape's level at the simulator's own rating noise. The other landscape levels train only the
 reward model that drives dpo/ipo/ppo and skip the judge (the plot shows the true reward).
@@ -21,19 +28,23 @@ import os
 import time
 
 import jax
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import launch
 from experiments import reward as reward_experiment
+from experiments.configs import compare as compare_config
 from experiments.configs import posttrain as posttrain_config
 from experiments.configs import pretrain as pretrain_config
 from experiments.configs import reward as reward_config
 from genrec_jax.data.prepare import prepare_data
 from genrec_jax.eval import comparison
-from genrec_jax.eval.reference_policies import reference_policy_metrics
+from genrec_jax.eval.per_user import PER_USER_FILE, load_per_user, save_per_user
+from genrec_jax.eval.reference_policies import REFERENCE_POLICIES, reference_score_fns
 from genrec_jax.io import write_json
-from genrec_jax.train.posttrain import posttrain
+from genrec_jax.train.policy_eval import evaluate_scores
+from genrec_jax.train.posttrain import INITIAL_PER_USER_FILE, posttrain
 from genrec_jax.train.pretrain import pretrain
 from genrec_jax.train.progress import Stages
 
@@ -47,14 +58,24 @@ SHARED_BLOCKS = ("data", "simulator", "model", "mesh", "eval")
 _stages: Stages | None = None
 
 
+def world_seed(cfg, seed: int) -> int:
+    """The simulator world (``simulator.seed``) of training seed ``seed``: ``seed`` itself when
+    ``cfg.world_seed`` is −1, else ``cfg.world_seed`` (one world for every seed)."""
+    fixed = int(cfg.get("world_seed", -1))
+    return int(seed) if fixed < 0 else fixed
+
+
 def shared_args(cfg, **extra) -> str:
-    """The compare config's shared fields as ``key=value`` overrides for a stage config."""
-    parts = [f"dataset={cfg.dataset}", f"seed={extra.pop('seed', cfg.seed)}",
-             f"precision={cfg.precision}"]
+    """The compare config's shared fields as ``key=value`` overrides for a stage config; the
+    simulator's seed is :func:`world_seed` of the stage's training seed."""
+    seed = extra.pop("seed", cfg.seed)
+    parts = [f"dataset={cfg.dataset}", f"seed={seed}", f"precision={cfg.precision}"]
     if cfg.data_dir:
         parts.append(f"data_dir={cfg.data_dir}")
     for block in SHARED_BLOCKS:
         for key, value in cfg[block].items():
+            if block == "simulator" and key == "seed":
+                value = world_seed(cfg, int(seed))
             if isinstance(value, (tuple, list)):
                 value = ":".join(str(v) for v in value)
             parts.append(f"{block}.{key}={value}")
@@ -103,16 +124,23 @@ def _reward_stage(cfg, path, seed, noise=None, extra_args=""):
 
 def _reference_stage(cfg, path, seed, noise=None):
     """Simulator only: the reference policies (most popular, top-rated, the logging policy, the
-    r*-oracle) scored like the trained ones, on the same split (the pretraining config's data)."""
+    r*-oracle) scored by the trained policies' evaluation
+    (:func:`genrec_jax.train.policy_eval.evaluate_scores`, no judge) on the same split (the
+    pretraining config's data); each policy's per-user metrics go to
+    ``path/<policy>/per_user.npz``."""
     extra = {} if noise is None else {"simulator.rating_noise": noise}
     arg = join(shared_args(cfg, seed=seed, **extra), cfg.pretrain_args)
     judge = posttrain_config.get_config(join(shared_args(cfg, seed=seed), cfg.posttrain_args)).judge
 
     def run():
         data = prepare_data(pretrain_config.get_config(arg))
-        return _jsonable(reference_policy_metrics(data, horizon=int(judge.horizon),
-                                                  gamma=float(judge.gamma),
-                                                  batch_size=int(cfg.eval.batch_size)))
+        out = {}
+        for name, fn in reference_score_fns(data).items():
+            m = evaluate_scores(fn, data, batch_size=int(cfg.eval.batch_size),
+                                horizon=int(judge.horizon), gamma=float(judge.gamma))
+            save_per_user(os.path.join(path, name, PER_USER_FILE), m.pop("per_user"))
+            out[name] = _jsonable(m)
+        return out
 
     return run_stage(path, run)
 
@@ -126,14 +154,24 @@ def _posttrain_stage(cfg, path, seed, algo, init_dir, reward_dir, extra_args="",
         verbose=False)))
 
 
+def _copy_initial_per_user(post_dir: str, pre_dir: str) -> None:
+    """The pretrained policy's per-user metrics, as evaluated by a post-training stage (the
+    ``pretrained`` row), into the pretraining stage folder."""
+    src, dst = os.path.join(post_dir, INITIAL_PER_USER_FILE), os.path.join(pre_dir, PER_USER_FILE)
+    if os.path.exists(src) and not os.path.exists(dst):
+        save_per_user(dst, load_per_user(src))
+
+
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda x: float(x) if hasattr(x, "__float__")
                                  else str(x)))
 
 
-def run_seed(cfg, workdir: str, seed: int, algos, *, noise=None, lams=(), truth_only=False):
-    """Pretrain, reward models and every algorithm for one seed; returns {algo: final metrics}
-    with the pretrained model's metrics under "pretrained".
+def run_seed(cfg, workdir: str, seed: int, algos, *, noise=None, lams=(), truth_only=False,
+             variants=None):
+    """Pretrain, reward models, every algorithm and every variant (``{row: (algo, overrides)}``)
+    for one seed; returns ``({row: final metrics}, reward report)`` with the pretrained model's
+    metrics under "pretrained" (its per-user metrics copied to ``pretrain/per_user.npz``).
 
     ``truth_only`` (the landscape): only the reward model that trains dpo/ipo/ppo (member 0) and
     no judge, since only the simulator's true reward is reported."""
@@ -146,11 +184,15 @@ def run_seed(cfg, workdir: str, seed: int, algos, *, noise=None, lams=(), truth_
                  if cfg.dataset == "simulator" and not truth_only else {})
     rm_report = _reward_stage(cfg, rm_dir, seed, noise, extra_args=reward_extra)
     out, initial = {}, None
-    for algo in algos:
-        m = _posttrain_stage(cfg, os.path.join(base, algo), seed, algo, pre_dir, rm_dir,
-                             extra_args=post_extra, noise=noise)
-        out[algo] = m["final"]
-        initial = initial or m["initial"]
+    rows = [(a, a, "") for a in algos] + [(name, algo, args) for name, (algo, args)
+                                          in (variants or {}).items()]
+    for name, algo, args in rows:
+        m = _posttrain_stage(cfg, os.path.join(base, name), seed, algo, pre_dir, rm_dir,
+                             extra_args=join(post_extra, args), noise=noise)
+        out[name] = m["final"]
+        if initial is None:
+            initial = m["initial"]
+            _copy_initial_per_user(os.path.join(base, name), pre_dir)
     sweep = str(cfg.lambda_sweep_algo)
     main_lam = sweep_lambda(cfg) if lams and sweep in out else None
     for lam in lams:
@@ -187,7 +229,8 @@ def count_stages(cfg) -> int:
     """How many stages :func:`compare` runs (or reuses), for the ETA of the stage lines."""
     simulator = cfg.dataset == "simulator"
     lams = {float(x) for x in cfg.lambda_sweep}
-    per_seed = 2 + int(simulator) + len(cfg.algos) + len(lams - {sweep_lambda(cfg)})
+    per_seed = (2 + int(simulator) + len(cfg.algos) + len(compare_config.variants_of(cfg))
+                 + len(lams - {sweep_lambda(cfg)}))
     total = len(cfg.seeds) * per_seed
     if simulator and len(cfg.landscape_noise):
         base = float(cfg.simulator.rating_noise)
@@ -199,6 +242,39 @@ def count_stages(cfg) -> int:
     return total
 
 
+# Rows every other row is compared with, user by user (those present in the run).
+PAIRED_BASELINES = ("bc", "asft")
+
+
+def stage_dir(workdir: str, seed: int, row: str) -> str:
+    """The stage folder of a table row: ``seed{s}/pretrain`` for "pretrained",
+    ``seed{s}/reference/<policy>`` for ``ref:<policy>``, else ``seed{s}/<row>``."""
+    base = os.path.join(workdir, f"seed{seed}")
+    if row == "pretrained":
+        return os.path.join(base, "pretrain")
+    if row.startswith("ref:"):
+        return os.path.join(base, "reference", row[4:])
+    return os.path.join(base, row)
+
+
+def collect_per_user(workdir: str, rows, seeds) -> dict:
+    """``{row: {seed: {metric: [U]}}}`` from every row's ``per_user.npz``; ValueError when two
+    rows of one seed list different users (they must pair user by user)."""
+    out = {row: {} for row in rows}
+    for seed in seeds:
+        users = None
+        for row in rows:
+            path = os.path.join(stage_dir(workdir, seed, row), PER_USER_FILE)
+            arrays = load_per_user(path)
+            if users is None:
+                users = (path, arrays["user"])
+            elif not np.array_equal(users[1], arrays["user"]):
+                raise ValueError(f"{path} and {users[0]} list different users: the runs of one "
+                                 "seed must be evaluated on the same test split")
+            out[row][seed] = {k: v for k, v in arrays.items() if k != "user"}
+    return out
+
+
 def compare(cfg, workdir: str) -> dict:
     global _stages
     os.makedirs(workdir, exist_ok=True)
@@ -207,17 +283,32 @@ def compare(cfg, workdir: str) -> dict:
     t0 = time.perf_counter()
     _stages = Stages(count_stages(cfg), title="compare")
     lams = tuple(float(x) for x in cfg.lambda_sweep)
-    per_seed = [run_seed(cfg, workdir, int(s), tuple(cfg.algos), lams=lams)[0]
-                for s in cfg.seeds]
-    main_rows = ("pretrained", *cfg.algos)
+    variants = compare_config.variants_of(cfg)
+    per_seed = [run_seed(cfg, workdir, int(s), tuple(cfg.algos), lams=lams,
+                         variants=variants)[0] for s in cfg.seeds]
+    main_rows = ("pretrained", *cfg.algos, *variants)
     table = comparison.aggregate({a: [r[a] for r in per_seed] for a in main_rows})
-    ref_rows = [k for k in per_seed[0] if k.startswith("ref:")]
+    # In REFERENCE_POLICIES order (a reused stage.json lists them sorted).
+    ref_rows = [f"ref:{k}" for k in REFERENCE_POLICIES if f"ref:{k}" in per_seed[0]]
     reference = comparison.aggregate({k[4:]: [r[k] for r in per_seed] for k in ref_rows})
     simulator = cfg.dataset == "simulator"
-    notes = [f"dataset: {cfg.dataset}; seeds: {list(cfg.seeds)}; reward-model ensemble member 0 "
-             "trains dpo/ipo/ppo, the other members are the judges."]
+    seeds = [int(s) for s in cfg.seeds]
+    worlds = sorted({world_seed(cfg, s) for s in seeds})
+    notes = [f"dataset: {cfg.dataset}; seeds: {seeds}"
+             + (f" (simulator worlds: {worlds})" if simulator else "")
+             + "; reward-model ensemble member 0 trains dpo/ipo/ppo, the other members are the "
+             "judges."]
+    notes += [f"{name} = {algo} with {args}" for name, (algo, args) in variants.items()]
+    per_user = collect_per_user(workdir, main_rows, seeds)
+    paired = comparison.paired_differences(per_user, baselines=PAIRED_BASELINES,
+                                           num_resamples=int(cfg.paired_resamples))
+    paired_info = {"baselines": [b for b in PAIRED_BASELINES if b in main_rows],
+                   "alpha": 0.05, "num_resamples": int(cfg.paired_resamples), "seeds": seeds,
+                   "interval": "percentile, seed-stratified paired bootstrap over users",
+                   "holm_family": "per baseline: every other row x metric"}
     comparison.write_tables(workdir, table, title=f"Post-training comparison ({cfg.dataset})",
-                            notes=notes, reference=reference)
+                            notes=notes, reference=reference, paired=paired,
+                            paired_info=paired_info)
     if lams:
         sweep = str(cfg.lambda_sweep_algo)
         lam_table = comparison.aggregate({f"{lam:g}": [r[f"{sweep}_lam{lam:g}"] for r in per_seed]
@@ -233,7 +324,7 @@ def compare(cfg, workdir: str) -> dict:
     landscape = None
     if simulator and len(cfg.landscape_noise):
         landscape = run_landscape(cfg, workdir)
-    summary = {"table": table, "reference": reference, "landscape": landscape,
+    summary = {"table": table, "reference": reference, "paired": paired, "landscape": landscape,
                "seconds": time.perf_counter() - t0}
     write_json(os.path.join(workdir, "summary.json"), summary)
     return summary

@@ -3,7 +3,7 @@
     launch.setup()                                  # logging, jax.distributed, error lines
     launch.prepare(cfg, workdir, "pretrain")        # before anything is written to workdir
 
-:func:`prepare` refuses ``--config.smoke=...``, re-validates the config after absl's
+:func:`prepare` refuses ``--config.smoke=...`` / ``--config.full=...``, re-validates the config after absl's
 ``--config.key=value`` overrides (``experiments.configs.common.validate``) and checks the
 workdir (:mod:`genrec_jax.train.workdir`: same config → resume, another config → refuse unless
 ``--overwrite``). Its refusals end the program with exit status 1 and one ``error: ...`` line;
@@ -69,9 +69,16 @@ def _install_error_hook() -> None:
     sys.excepthook = hook
 
 
-def smoke_override_error() -> str | None:
-    """The message refusing ``--config.smoke=...`` (None when it was not given). Setting the
-    flag that way skips the smoke settings (tiny data and model), so it would start a full run."""
+# Config-string flags that select other settings, so ``--config.X=...`` (which only sets X)
+# would silently run without them: X -> what they select.
+PRESET_FLAGS = {"smoke": "the smoke settings (tiny data and model), so it would start a "
+                         "full-size run",
+                "full": "the whole protocol's settings (seeds, landscape)"}
+
+
+def preset_override_error() -> str | None:
+    """The message refusing ``--config.smoke=...`` or ``--config.full=...`` (None when neither
+    was given): setting such a flag that way skips what it selects (:data:`PRESET_FLAGS`)."""
     if "config" not in flags.FLAGS:
         return None
     from ml_collections import config_flags
@@ -81,11 +88,12 @@ def smoke_override_error() -> str | None:
         overrides = config_flags.get_override_values(flag)
     except TypeError:  # not a config flag
         return None
-    if "smoke" not in overrides:
+    name = next((key for key in PRESET_FLAGS if key in overrides), None)
+    if name is None:
         return None
     path = (getattr(flag, "config_filename", None) or "experiments/configs/X.py").split(":")[0]
-    return ("--config.smoke=... sets the flag without the smoke settings (it would start a "
-            f"full-size run); put it in the config string instead: --config={path}:smoke=True")
+    return (f"--config.{name}=... sets the flag without {PRESET_FLAGS[name]}; put it in the "
+            f"config string instead: --config={path}:{name}=True")
 
 
 def prepare(cfg, workdir: str, kind: str, *, extra: dict | None = None) -> str:
@@ -95,7 +103,7 @@ def prepare(cfg, workdir: str, kind: str, *, extra: dict | None = None) -> str:
     import jax
 
     try:
-        message = smoke_override_error()
+        message = preset_override_error()
         if message:
             raise ConfigError(message)
         validate(cfg)

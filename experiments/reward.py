@@ -115,6 +115,7 @@ def run(cfg, workdir: str, *, verbose: bool = True) -> dict:
             "holdout_fraction": float(cfg.reward.holdout_fraction),
             "chunked": bool(cfg.reward.chunked),
             "train_rows": int(len(trained.rows.train["user"])),
+            "encoder": rcfg.kind, "precision": rcfg.encoder.precision,
             "max_len": rcfg.max_len, "dim": rcfg.encoder.dim,
             "num_blocks": rcfg.encoder.num_blocks,
             "epochs": int(cfg.epochs), "batch_size": int(cfg.batch_size),

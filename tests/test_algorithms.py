@@ -10,7 +10,7 @@ import pytest
 from experiments.configs import compare as compare_config
 from experiments.configs import posttrain as posttrain_config
 from genrec_jax.train import algorithms, posttrain
-from genrec_jax.train.algorithms import registry
+from genrec_jax.train.algorithms import heads, registry
 
 BUILTIN = ("bc", "rwbc", "asft", "dpo", "ipo", "ppo", "cql", "grpo")
 
@@ -38,11 +38,13 @@ def test_config_blocks_are_the_module_defaults():
     assert cfg.rwbc.to_dict() == {"transform": "linear", "beta": 1.0}
     assert (cfg.dpo.beta, cfg.dpo.label_smoothing, cfg.ipo.beta) == (0.1, 0.0, 0.1)
     assert (cfg.ppo.clip_eps, cfg.ppo.kl_coef, cfg.ppo.epochs) == (0.2, 0.05, 4)
-    assert (cfg.cql.alpha, cfg.cql.gamma) == (1.0, 0.0)
+    assert (cfg.ppo.baseline, cfg.ppo.value_samples) == ("user_mean", 8)
+    assert (cfg.cql.alpha, cfg.cql.gamma, cfg.cql.q_head) == (1.0, 0.0, "affine")
     assert (cfg.grpo.group_size, cfg.grpo.clip_eps, cfg.grpo.kl_coef) == (8, 0.2, 0.04)
     smoke = posttrain_config.get_config("smoke=True,asft.lam=0.3")
     assert (smoke.dpo.num_candidates, smoke.ipo.num_candidates, smoke.ppo.epochs,
-            smoke.asft.value_samples, smoke.grpo.group_size) == (4, 4, 2, 4, 4)
+            smoke.asft.value_samples, smoke.grpo.group_size,
+            smoke.ppo.value_samples) == (4, 4, 2, 4, 4, 4)
     assert smoke.asft.lam == 0.3 and smoke.dpo.beta == 0.1
     # The old flat keys are gone.
     for old in ("lam", "rwbc_beta", "ppo_epochs", "kl_coef", "alpha", "gamma", "beta"):
@@ -136,3 +138,26 @@ def test_declared_columns_must_match_the_built_ones():
                                   "['x']")
     finally:
         registry._REGISTRY.pop("toy_cols")
+
+
+def test_only_cql_adds_a_head_to_the_trained_params():
+    """``train_params`` is the identity for every algorithm without a head (and for CQL's
+    ``q_head="logits"``); a head entry is stripped again by ``policy_params``. CQL's affine
+    head itself: tests/test_cql_affine.py."""
+    params = {"item_emb": {"embedding": np.ones((3, 2), np.float32)}}
+    data = type("Data", (), {"train": {}})()
+    for name in BUILTIN:
+        algo = algorithms.get(name)
+        blk = algo.config()
+        if name == "cql":
+            assert algo.init_head is not None and blk.q_head == "affine"
+            blk.q_head = "logits"
+        else:
+            assert algo.init_head is None, name
+        assert algo.train_params(blk, params, graphdef=None, data=data) is params, name
+    full = heads.with_head(params, {"scale": 0.5, "bias": 3.0})
+    assert sorted(full) == ["algo_head", "item_emb"]
+    assert {k: float(v) for k, v in full["algo_head"].items()} == {"scale": 0.5, "bias": 3.0}
+    assert algorithms.policy_params(full) == params and algorithms.policy_params(params) is params
+    with pytest.raises(ValueError, match="already hold a head entry 'algo_head'"):
+        heads.with_head(full, {"scale": 1.0})

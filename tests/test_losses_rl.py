@@ -194,3 +194,29 @@ def test_cql_targets():
     np.testing.assert_array_equal(g, 0.0)
     with pytest.raises(ValueError, match="next_q_values"):
         losses.cql_targets(r, gamma=0.9)
+
+
+def test_cql_of_an_affine_q_map_and_its_gradients():
+    """``Q = a·z + b`` through ``cql_from_lse`` (``lse = b + lse(a·z)``): the loss by hand, and
+    ``∂L/∂b = Q_a − y`` (``b`` cancels in the penalty), ``∂L/∂a = α(E_softmax(az)[z] − z_a)
+    + (Q_a − y)·z_a``."""
+    z = np.array([[0.0, 1.0, 2.0], [1.0, -1.0, 0.5]])
+    acts, y, alpha = np.array([2, 0]), np.array([4.0, 2.0]), 0.5
+
+    def loss(a, b):
+        zj = jnp.asarray(z, jnp.float32)
+        q_taken = a * jnp.take_along_axis(zj, jnp.asarray(acts)[:, None], 1)[:, 0] + b
+        lse = b + jax.nn.logsumexp(a * zj, -1)
+        return losses.cql_from_lse(lse, q_taken, jnp.asarray(y), alpha=alpha).sum()
+
+    a, b = 2.0, 3.0
+    z_a = z[np.arange(2), acts]
+    q_a = a * z_a + b
+    lse = b + np.log(np.exp(a * z).sum(-1))
+    p = np.exp(a * z + b - lse[:, None])
+    np.testing.assert_allclose(float(loss(a, b)),
+                               (alpha * (lse - q_a) + 0.5 * (q_a - y) ** 2).sum(), rtol=1e-6)
+    ga, gb = jax.grad(loss, argnums=(0, 1))(a, b)
+    np.testing.assert_allclose(float(gb), (q_a - y).sum(), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(ga), (alpha * ((p * z).sum(-1) - z_a) + (q_a - y) * z_a).sum(), rtol=1e-5)

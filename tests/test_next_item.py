@@ -8,7 +8,7 @@ from flax import nnx
 
 from genrec_jax.models.hstu import HSTU, HSTUConfig
 from genrec_jax.train.next_item import (mean_over_targets, next_item_losses,
-                                        sampled_softmax_positions)
+                                        sampled_softmax_positions, sampled_softmax_shared)
 from tests.batches import random_train_batch
 
 CFG = HSTUConfig(num_items=12, max_len=6, dim=8, qk_dim=4, v_dim=4, dropout=0.0)
@@ -53,6 +53,69 @@ def test_dense_and_gather_negatives_agree_with_gradients():
     np.testing.assert_allclose(float(ld), float(lg), rtol=1e-5)
     for a, b in zip(jax.tree.leaves(gd), jax.tree.leaves(gg)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("share", [1, 2, 4, 6])
+def test_shared_negatives_equal_per_position_with_the_group_draws_repeated(share):
+    # Groups of `share` consecutive positions score negatives [B, K, R]: the same numbers (and
+    # gradients) as the per-position estimator fed each group's draws at its positions. L = 6,
+    # so share 4 leaves a partial last group; share 6 is one draw per row.
+    model, batch = _setup(4)
+    graphdef, params = nnx.split(model)
+    targets = jnp.maximum(batch["targets"], 1)
+    length = targets.shape[1]
+    groups = -(-length // share)
+    negatives = jax.random.randint(jax.random.key(3), (targets.shape[0], groups, 7), 1,
+                                   CFG.num_items + 1)
+    # One negative equal to a target of its group, so the target mask matters.
+    negatives = negatives.at[0, 0, 0].set(targets[0, 0])
+    repeated = jnp.repeat(negatives, share, axis=1)[:, :length]
+
+    def loss(params, shared):
+        m = nnx.merge(graphdef, params)
+        vecs, items = m.encode(batch), m.item_vectors()
+        if shared:
+            per = sampled_softmax_shared(vecs, items, targets, negatives, share=share,
+                                         temperature=CFG.temperature)
+        else:
+            per = sampled_softmax_positions(vecs, items, targets, repeated,
+                                            temperature=CFG.temperature, mode="gather")
+        return jnp.sum(per * batch["weights"]), per
+
+    (ls, per_s), gs = jax.value_and_grad(loss, has_aux=True)(params, True)
+    (lp, per_p), gp = jax.value_and_grad(loss, has_aux=True)(params, False)
+    np.testing.assert_allclose(np.asarray(per_s), np.asarray(per_p), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(float(ls), float(lp), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(gs), jax.tree.leaves(gp)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_negatives_share_draws_one_set_per_group_and_1_is_per_position():
+    model, batch = _setup(5)
+    vecs, items = model.encode(batch), model.item_vectors()
+    key = jax.random.key(7)
+    _, neg_key = jax.random.split(key)
+    weights = batch["weights"]
+
+    def weighted(per):
+        return jnp.where(weights != 0, weights * per, 0.0)
+
+    got, _ = next_item_losses(model, batch, key, num_negatives=3, negatives_share=4)
+    groups = jax.random.randint(neg_key, (weights.shape[0], 2, 3), 1, CFG.num_items + 1)
+    want = sampled_softmax_shared(vecs, items, batch["targets"], groups, share=4,
+                                  temperature=CFG.temperature)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(weighted(want)), rtol=1e-6, atol=1e-7)
+    # share = 1 (the default) is the per-position estimator with [B, L, R] draws.
+    got1, _ = next_item_losses(model, batch, key, num_negatives=3)
+    each = jax.random.randint(neg_key, (*weights.shape, 3), 1, CFG.num_items + 1)
+    want1 = sampled_softmax_positions(vecs, items, batch["targets"], each,
+                                      temperature=CFG.temperature)
+    np.testing.assert_allclose(np.asarray(got1), np.asarray(weighted(want1)), rtol=1e-6,
+                               atol=1e-7)
+    with pytest.raises(ValueError, match="negatives_share must be an integer >= 1, got 0"):
+        next_item_losses(model, batch, key, negatives_share=0)
+    with pytest.raises(ValueError, match=r"need K = ceil\(L / share\) = 2 groups"):
+        sampled_softmax_shared(vecs, items, batch["targets"], each, share=4, temperature=1.0)
 
 
 def test_full_kernel_loss_matches_log_softmax_and_weights():

@@ -14,6 +14,8 @@ from genrec_jax.eval.judge import judge_rollout
 from genrec_jax.train.reward import load_ensemble
 from tests.util import numbers_in
 
+# The model and optimizer of test_reward.py's training test: in one session the jitted ensemble
+# step compiled there is reused here (training.optimizer_and_step is cached per config).
 SMOKE = "smoke=True,epochs=1,reward.num_seeds=2,model.num_blocks=1,mesh.data=1"
 
 

@@ -583,8 +583,9 @@ def test_every_launcher_refuses_another_run(tmp_path, module, config_mod, first,
 
 @pytest.mark.parametrize("flag,message", [
     ("--config.smoke=True", "error: --config.smoke=... sets the flag without the smoke settings "
-                            "(it would start a full-size run); put it in the config string "
-                            "instead: --config=experiments/configs/pretrain.py:smoke=True"),
+                            "(tiny data and model), so it would start a full-size run; put it "
+                            "in the config string instead: "
+                            "--config=experiments/configs/pretrain.py:smoke=True"),
     ("--config.batch_size=0", "error: config key batch_size must be an integer >= 1, got 0"),
     ("--config.log_every=0", "error: config key log_every must be an integer >= 1, got 0"),
     ("--config.epochs=0", "error: config key epochs must be an integer >= 1, got 0"),
@@ -595,6 +596,17 @@ def test_absl_overrides_are_validated(tmp_path, flag, message):
     code, out = _pretrain("smoke=True", tmp_path / "run", flag)
     assert code == 1, out[-3000:]
     assert _error_lines(out) == [message]
+    assert not (tmp_path / "run").exists()
+
+
+def test_compare_refuses_full_as_an_absl_override(tmp_path):
+    code, out = _launch("compare", "experiments/configs/compare.py", "smoke=True",
+                        tmp_path / "run", "--config.full=True")
+    assert code == 1, out[-3000:]
+    assert _error_lines(out) == [
+        "error: --config.full=... sets the flag without the whole protocol's settings (seeds, "
+        "landscape); put it in the config string instead: "
+        "--config=experiments/configs/compare.py:full=True"]
     assert not (tmp_path / "run").exists()
 
 

@@ -251,3 +251,21 @@ def test_smoke_pretraining_runs_and_records_the_kind(tmp_path):
     assert saved["model"]["kind"] == "sasrec" and saved["precision"] == "float32"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["hr@10"] <= 1.0 and metrics["steps"] > 0
+
+
+def test_posttraining_refuses_an_init_of_another_encoder_kind():
+    import ml_collections
+
+    from genrec_jax.train.pretrained import check_compatible
+
+    def cfg(kind=None):
+        model = {} if kind is None else {"kind": kind}
+        return ml_collections.ConfigDict({
+            "dataset": "ml-100k", "model": model,
+            "data": {"max_len": 8, "min_events": 3, "validation": False}})
+
+    check_compatible(cfg("sasrec"), cfg("sasrec"))
+    check_compatible(cfg(), cfg("hstu"))  # a config without model.kind means HSTU
+    with pytest.raises(ValueError, match=r"^model.kind=hstu in this config but the pretrained "
+                       r"run \(--init config.json\) is model.kind=sasrec: pass model.kind=sasrec"):
+        check_compatible(cfg("hstu"), cfg("sasrec"))

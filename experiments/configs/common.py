@@ -90,7 +90,7 @@ def finalize(cfg: ml_collections.ConfigDict, arg: str | None,
 
 _MIN_INTS = {  # dotted key: smallest allowed value
     "batch_size": 1, "epochs": 1, "log_every": 1, "checkpoint_every": 1, "keep_checkpoints": 1,
-    "eval.batch_size": 1, "data.max_len": 1,
+    "eval.batch_size": 1, "data.max_len": 1, "loss.negatives_share": 1,
 }
 _POSITIVE_FLOATS = ("optimizer.learning_rate",)
 _INTS = ("seed", "num_steps")

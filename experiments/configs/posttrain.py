@@ -38,8 +38,11 @@ Keys (``key=value`` after the ``:``; dotted keys reach sub-blocks):
   logged_worst), ``num_candidates`` (K items sampled from ``π_ref`` per state), ``states``
   (random | last: a random training position of each row, or its last one).
 * ``ppo.clip_eps``, ``ppo.kl_coef``, ``ppo.epochs`` (updates per rollout batch),
-  ``ppo.normalize_advantages``, ``ppo.states``.
-* ``cql.alpha``, ``cql.gamma`` (0: ``y = rating``; > 0 adds ``γ E_π Q`` of the next position).
+  ``ppo.normalize_advantages``, ``ppo.states``, ``ppo.baseline`` (user_mean | value |
+  batch_mean: the advantage's per-state baseline), ``ppo.value_samples`` (K samples of
+  ``π_ref`` for ``baseline=value``; 0 = exact).
+* ``cql.alpha``, ``cql.gamma`` (0: ``y = rating``; > 0 adds ``γ E_π Q`` of the next position),
+  ``cql.q_head`` (affine: ``Q = a·logits + b`` with a, b trained beside the policy | logits).
 * ``grpo.group_size`` (G items sampled from the current policy per state), ``grpo.clip_eps``,
   ``grpo.kl_coef`` (k3 estimator of the KL to the reference), ``grpo.epochs``, ``grpo.states``.
 * ``dropout``: rate during post-training; −1 = auto (the algorithm's default: the pretrained
@@ -51,7 +54,9 @@ Keys (``key=value`` after the ``:``; dotted keys reach sub-blocks):
 * ``reward.model`` (ensemble | oracle: the simulator's true rating as the training reward),
   ``reward.train_member``; ``judge.enabled`` / ``horizon`` / ``gamma``.
 * The ``model`` block is used only when smoke mode pretrains its own model; otherwise the
-  architecture is read from ``--init``. The data keys must match the pretraining run's.
+  architecture is read from ``--init``, whose ``model.kind`` must equal this config's (pass
+  ``model.kind=sasrec`` to post-train a SASRec run). The data keys must match the pretraining
+  run's.
 
 Output: ``DIR/metrics.json`` = ``{"initial": {...}, "final": {...}, "delta": {...}, "algo",
 "config", "train", ...}`` with hr@K / ndcg@K / mrr (+ ``_liked``), ``judge_score`` (with a

@@ -20,8 +20,8 @@ Expected: ``python benchmarks/pretrain.py --dataset=ml-100k --data_dir=../shared
 (these defaults = the public ML-1M HSTU configuration, 60 epochs, seed 0) measured here: HR@10
 0.200, NDCG@10 0.106, HR@50 0.506, MRR 0.096 (whole history excluded); with only the input window
 excluded (the reference's rule) 0.198 / 0.105 / 0.503 / 0.095; most-popular HR@10 0.086;
-4.4 s per epoch on 2 CPU cores. Over 5 seeds (``benchmarks/pretrain_seeds.py``) the input-window
-HR@10 is 0.197 ± 0.007. The smoke run finishes in about 20 s.
+4.4 s per epoch on 2 CPU cores (before the relative-bias change; README "Speed"). Over 5 seeds
+(``benchmarks/pretrain_seeds.py``) the input-window HR@10 is 0.197 ± 0.007. The smoke run finishes in about 20 s.
 """
 
 import ml_collections
@@ -38,9 +38,11 @@ def smoke(c: ml_collections.ConfigDict) -> None:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = common.base_config()
+    # negatives_share: consecutive positions sharing one draw of num_negatives (1 = per
+    # position, the reference's estimator; larger is faster on a CPU but noisier, see README).
     c.loss = ml_collections.ConfigDict(dict(
-        kind="sampled", num_negatives=128, negatives_mode="auto", impl="chunked",
-        chunk_size=4096))
+        kind="sampled", num_negatives=128, negatives_mode="auto", negatives_share=1,
+        impl="chunked", chunk_size=4096))
     c.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-3, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.0, warmup_steps=0,
         grad_clip_norm=0.0))

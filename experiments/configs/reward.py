@@ -10,6 +10,12 @@ MovieLens 100K:
 
 Smoke run (~25 s on a laptop CPU): append ``:smoke=True`` (or ``,smoke=True``).
 
+Encoder and precision follow the shared keys, as in pretraining: ``model.kind=sasrec`` gives
+SASRec reward models (with the same rating inputs and head), ``precision=bf16`` computes the
+encoder in bfloat16 (float32 parameters, head, predictions and loss), e.g.
+``--config=experiments/configs/reward.py:smoke=True,model.kind=sasrec,precision=bf16``. The
+saved ``reward_config.json`` records both; ensembles saved without them are HSTU in float32.
+
 Writes ``DIR/reward_report.{md,json}`` (RMSE, MAE, Spearman, within-user pairwise accuracy; mean ±
 std over ``reward.num_seeds`` seeds) on (a) each user's last event and (b) a random
 ``reward.holdout_fraction`` of the training events, for every single RM, the ensemble mean and the

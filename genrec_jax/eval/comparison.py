@@ -3,6 +3,14 @@
 Input: per seed, per algorithm, the ``metrics.json`` block of a post-training run
 (``{"initial": {...}, "final": {...}}``). Rows are algorithms (plus ``pretrained``); every
 column is a mean ± std over seeds.
+
+Paired differences (:func:`paired_differences`): from the per-user metrics of every row and seed
+(``{row: {seed: {metric: [U_seed]}}}``, :mod:`genrec_jax.eval.per_user`), each row's difference
+to a baseline row (``bc``, ``asft``) on the same users,
+:func:`genrec_jax.eval.paired_stats.paired_table`: the mean over seeds of the per-seed mean
+difference, its 95% seed-stratified paired bootstrap interval over users, and Holm-corrected
+p-values (one family per baseline: every other row × metric). A main-table cell is bold only
+when its interval against BC excludes 0 in the favourable direction (:func:`favourable`).
 """
 
 from __future__ import annotations
@@ -15,9 +23,22 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from genrec_jax.eval.paired_stats import paired_table
+
 COLUMNS = ("ndcg@10", "hr@10", "mrr", "ndcg@10_liked", "hr@10_liked", "mrr_liked",
            "judge_score", "judge_std", "true_rating@1", "true_rating@10", "regret@1",
            "regret@10", "true_value")
+
+
+# Per-user metrics compared pairwise (those a run has; the truth ones on the simulator only).
+PAIRED_METRICS = ("ndcg@10", "hr@10", "mrr", "ndcg@10_liked", "hr@10_liked", "mrr_liked",
+                  "true_rating@1", "true_rating@10", "regret@1", "regret@10", "true_value")
+# Columns where lower is better.
+LOWER_IS_BETTER = ("regret@1", "regret@10", "judge_std")
+
+
+def lower_is_better(column: str) -> bool:
+    return column.startswith("regret") or column in LOWER_IS_BETTER
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -64,19 +85,102 @@ def winners(table, columns: Sequence[str]) -> dict[str, str]:
         scored = [(row[col]["mean"], algo) for algo, row in table.items()
                   if col in row and math.isfinite(row[col]["mean"])]
         if scored:
-            low = col.startswith("regret") or col == "judge_std"
-            out[col] = (min if low else max)(scored)[1]
+            out[col] = (min if lower_is_better(col) else max)(scored)[1]
     return out
 
 
+def paired_differences(per_user: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]], *,
+                       baselines: Sequence[str] = ("bc", "asft"),
+                       metrics: Sequence[str] = PAIRED_METRICS, num_resamples: int = 2000,
+                       alpha: float = 0.05, seed: int = 0) -> dict:
+    """``{row: {metric: {baseline: stats}}}``: every row's paired difference to each baseline.
+
+    ``per_user``: ``{row: {seed: {metric: [U_seed] float}}}``, the same users in the same order
+    for every row of one seed. ``stats`` (:func:`~genrec_jax.eval.paired_stats.paired_table`):
+    ``mean_diff`` = ``(1/S) Σ_s mean_u (row − baseline)``, ``ci_low`` / ``ci_high`` its
+    ``1 − alpha`` seed-stratified bootstrap interval over users, ``p_value``, ``p_holm``
+    (Holm over the family of one baseline: every other row × metric), ``mean_method``,
+    ``mean_baseline``, ``num_users``, ``num_seeds``, ``num_dropped`` (NaN pairs, e.g. a target
+    that is not liked). A baseline's row against itself is computed too (difference exactly 0,
+    p = 1) and kept out of the Holm family. Baselines absent from ``per_user`` are skipped;
+    metrics are those every row has."""
+    rows = list(per_user)
+    present = [m for m in metrics
+               if all(m in arrays for r in rows for arrays in per_user[r].values())]
+    out: dict = {r: {m: {} for m in present} for r in rows}
+    for base in baselines:
+        if base not in per_user or not present:
+            continue
+        kw = dict(baseline=base, metrics=present, num_resamples=num_resamples, seed=seed,
+                  alpha=alpha)
+        others = [r for r in rows if r != base]
+        found = (paired_table(per_user, methods=others, **kw) if others else []) + \
+            paired_table(per_user, methods=[base], **kw)
+        for res in found:
+            out[res["method"]][res["metric"]][base] = {
+                k: v for k, v in res.items() if k not in ("method", "metric", "baseline")}
+    return out
+
+
+def favourable(stats: Mapping[str, float] | None, column: str) -> bool:
+    """Whether a paired interval excludes 0 on the good side: ``ci_low > 0``, or
+    ``ci_high < 0`` for lower-is-better columns (regret)."""
+    if not stats:
+        return False
+    low, high = float(stats["ci_low"]), float(stats["ci_high"])
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return False
+    return high < 0 if lower_is_better(column) else low > 0
+
+
+def _signed(x: float, digits: int = 4) -> str:
+    return "–" if not math.isfinite(x) else f"{x:+.{digits}f}".replace("-", "−")
+
+
+def paired_markdown(paired: Mapping, baseline: str = "bc", *, alpha: float = 0.05) -> list[str]:
+    """Markdown lines of the table "paired difference to ``baseline``": one row per other row,
+    one column per metric, cells ``Δ [low, high]`` (``*`` when the Holm p-value < alpha)."""
+    rows = [r for r in paired if r != baseline
+            and any(baseline in stats for stats in paired[r].values())]
+    if not rows:
+        return []
+    cols = [m for m in PAIRED_METRICS if any(baseline in paired[r].get(m, {}) for r in rows)]
+    level = round(100 * (1 - alpha))
+    lines = [f"## Paired difference to {baseline.upper()}, {level}% CI", "",
+             "| algorithm | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for r in rows:
+        cells = []
+        for col in cols:
+            st = paired[r].get(col, {}).get(baseline)
+            if not st or not math.isfinite(st["mean_diff"]):
+                cells.append("–")
+                continue
+            star = "*" if st.get("p_holm", 1.0) < alpha else ""
+            cells.append(f"{_signed(st['mean_diff'])}{star} "
+                         f"[{_signed(st['ci_low'])}, {_signed(st['ci_high'])}]")
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    lines += ["", f"Row minus {baseline.upper()} on the same test users: mean over seeds of the "
+              f"per-seed mean difference, [{level}% paired bootstrap interval over users, "
+              "stratified by seed]; * = Holm-corrected p < "
+              f"{alpha:g} over this table's family (every row × metric). Lower regret is "
+              "better."]
+    return lines
+
+
 def write_tables(workdir: str, table, *, title: str, notes: Sequence[str] = (),
-                 reference=None) -> None:
-    """results.md (markdown, winners in bold), results.csv (mean/std columns), results.json.
+                 reference=None, paired=None, paired_info=None, baseline: str = "bc") -> None:
+    """results.md (markdown), results.csv (mean/std columns), results.json.
 
     ``reference`` (optional, same form as ``table``): rows of reference policies (most popular,
     the logging policy, the oracle, ...) shown below the algorithms in italics, never bold, and
-    stored under ``"reference"`` in results.json (in results.csv with a ``ref:`` prefix)."""
+    stored under ``"reference"`` in results.json (in results.csv with a ``ref:`` prefix).
+    ``paired`` (optional, :func:`paired_differences`): stored under ``"paired"`` in
+    results.json (with ``paired_info``), drawn as a second table (difference to ``baseline``);
+    a main-table cell is bold only when the row's paired interval against ``baseline``
+    excludes 0 in the favourable direction (:func:`favourable`), so without ``paired`` nothing
+    is bold. ``"winners"`` in results.json still names the best mean per column."""
     reference = dict(reference or {})
+    paired = dict(paired or {})
     cols = present_columns({**table, **reference})
     best = winners(table, cols)
     lines = [f"# {title}", "", "| algorithm | " + " | ".join(cols) + " |",
@@ -85,13 +189,19 @@ def write_tables(workdir: str, table, *, title: str, notes: Sequence[str] = (),
         cells = []
         for col in cols:
             text = _cell(row.get(col))
-            cells.append(f"**{text}**" if best.get(col) == algo else text)
+            bold = algo != baseline and favourable(
+                paired.get(algo, {}).get(col, {}).get(baseline), col)
+            cells.append(f"**{text}**" if bold else text)
         lines.append(f"| {algo} | " + " | ".join(cells) + " |")
     for name, row in reference.items():
         lines.append(f"| *{name}* (reference) | " + " | ".join(_cell(row.get(c)) for c in cols)
                      + " |")
-    lines += ["", "Mean ± std over seeds; bold = best algorithm per column (lowest for "
-              "regret/judge_std); reference rows are never bold.", *notes, ""]
+    lines += ["", f"Mean ± std over seeds. Bold: the row's 95% paired interval of the difference "
+              f"to {baseline.upper()} (same users, bootstrap over users within each seed) "
+              "excludes 0 in the favourable direction (above 0; below 0 for regret); columns "
+              "without per-user values (judge score) and reference rows are never bold.",
+              *notes, ""]
+    lines += paired_markdown(paired, baseline) + [""] if paired else []
     with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     with open(os.path.join(workdir, "results.csv"), "w", encoding="utf-8", newline="") as f:
@@ -103,7 +213,8 @@ def write_tables(workdir: str, table, *, title: str, notes: Sequence[str] = (),
                                       for c in cols for s in ("mean", "std")])
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"table": table, "reference": reference, "winners": best, "title": title,
-                   "notes": list(notes)}, f, indent=2)
+                   "notes": list(notes), "paired": paired, "paired_info": dict(paired_info or {})},
+                  f, indent=2)
 
 
 def _plt():

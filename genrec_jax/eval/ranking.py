@@ -2,6 +2,7 @@
 
     ranks = target_ranks(scores, target, exclude)          # jitted, int32 [B]
     m = metrics_from_ranks(ranks, target_ratings=r, valid=v)
+    per = per_user_from_ranks(ranks, target_ratings=r, valid=v)   # [N] per user; m = nan_means(per)
     m = evaluate(score_fn, eval_arrays, batch_size=256)    # score_fn(batch) -> [B, V]
 
 Rank definition. ``scores`` is ``[B, V]`` with column ``j`` = dense item id ``j``; column 0 is padding.
@@ -39,7 +40,9 @@ __all__ = [
     "target_ranks",
     "ranks",
     "metrics_from_ranks",
+    "nan_means",
     "padded_batches",
+    "per_user_from_ranks",
     "evaluate",
 ]
 
@@ -98,18 +101,82 @@ def _check_ks(name: str, ks: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(k) for k in out)
 
 
-def _group_metrics(
-    group_ranks: np.ndarray, ks: tuple[int, ...], ndcg_ks: tuple[int, ...], suffix: str
-) -> dict[str, float]:
-    r = group_ranks.astype(np.float64)
-    empty = r.size == 0
-    out: dict[str, float] = {}
+def _per_user_values(
+    r: np.ndarray, keep: np.ndarray, ks: tuple[int, ...], ndcg_ks: tuple[int, ...], suffix: str
+) -> dict[str, np.ndarray]:
+    """``[N]`` float64 HR@K / NDCG@K / MRR of each row, NaN where ``keep`` is False."""
+    out: dict[str, np.ndarray] = {}
     for k in ks:
-        out[f"hr@{k}{suffix}"] = math.nan if empty else float(np.mean(r <= k))
+        out[f"hr@{k}{suffix}"] = np.where(keep, (r <= k).astype(np.float64), np.nan)
     gain = 1.0 / np.log2(r + 1.0)
     for k in ndcg_ks:
-        out[f"ndcg@{k}{suffix}"] = math.nan if empty else float(np.mean(np.where(r <= k, gain, 0.0)))
-    out[f"mrr{suffix}"] = math.nan if empty else float(np.mean(1.0 / r))
+        out[f"ndcg@{k}{suffix}"] = np.where(keep, np.where(r <= k, gain, 0.0), np.nan)
+    out[f"mrr{suffix}"] = np.where(keep, 1.0 / r, np.nan)
+    return out
+
+
+def nan_means(per_user: Mapping[str, Any]) -> dict[str, float]:
+    """``{key: mean over the non-NaN entries}`` of per-user arrays (NaN when there are none).
+
+    The single reduction from per-user values to the reported means, so a reported mean always
+    equals ``np.nanmean`` of the saved per-user array."""
+    out = {}
+    for key, values in per_user.items():
+        arr = np.asarray(values, dtype=np.float64)
+        out[key] = float(np.nanmean(arr)) if np.any(~np.isnan(arr)) else math.nan
+    return out
+
+
+def _check_ranks_args(ranks, target_ratings, valid):
+    """``(ranks as float64 [N] with 1 on invalid rows, valid mask [N], ratings or None)``."""
+    ranks = np.asarray(ranks)
+    if ranks.ndim != 1:
+        raise ValueError(f"ranks must be 1-D [N], got shape {ranks.shape}")
+    n = ranks.shape[0]
+    if valid is None:
+        mask = np.ones(n, dtype=bool)
+    else:
+        valid = np.asarray(valid)
+        if valid.shape != (n,):
+            raise ValueError(f"valid must have shape ({n},) like ranks, got {valid.shape}")
+        mask = valid != 0
+    if np.any(ranks[mask] < 1):
+        raise ValueError(f"ranks must be >= 1, got minimum {int(ranks[mask].min())}")
+    if target_ratings is not None:
+        target_ratings = np.asarray(target_ratings, dtype=np.float64)
+        if target_ratings.shape != (n,):
+            raise ValueError(
+                f"target_ratings must have shape ({n},) like ranks, got {target_ratings.shape}"
+            )
+    # Invalid rows may hold any rank (even 0): 1 there avoids division warnings; they are NaN.
+    r = np.where(mask, ranks, 1).astype(np.float64)
+    return r, mask, target_ratings
+
+
+def per_user_from_ranks(
+    ranks: Any,
+    *,
+    target_ratings: Any = None,
+    valid: Any = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    ndcg_ks: Sequence[int] = DEFAULT_NDCG_KS,
+    liked_threshold: float = 4.0,
+) -> dict[str, np.ndarray]:
+    """Per-user HR@K, NDCG@K and MRR (float64 ``[N]``), NaN on rows that do not count.
+
+    Same arguments as :func:`metrics_from_ranks`. Keys: ``hr@K`` for ``ks``, ``ndcg@K`` for
+    ``ndcg_ks``, ``mrr`` (NaN on invalid rows), then, when ``target_ratings`` is given, the same
+    with the suffix ``_liked`` (NaN also where ``rating < liked_threshold``). Row ``u`` with rank
+    ``r_u``: ``hr@K = 1[r_u <= K]``, ``ndcg@K = 1[r_u <= K] / log2(r_u + 1)``, ``mrr = 1 / r_u``;
+    :func:`metrics_from_ranks` is :func:`nan_means` of these arrays.
+    """
+    ks = _check_ks("ks", ks)
+    ndcg_ks = _check_ks("ndcg_ks", ndcg_ks)
+    r, mask, target_ratings = _check_ranks_args(ranks, target_ratings, valid)
+    out = _per_user_values(r, mask, ks, ndcg_ks, "")
+    if target_ratings is not None:
+        liked = mask & (target_ratings >= liked_threshold)
+        out.update(_per_user_values(r, liked, ks, ndcg_ks, "_liked"))
     return out
 
 
@@ -135,36 +202,13 @@ def metrics_from_ranks(
     the same with the suffix ``_liked``, then ``num_users`` and ``num_users_liked`` (counts, as floats).
     A group with no users has NaN metrics.
     """
-    ks = _check_ks("ks", ks)
-    ndcg_ks = _check_ks("ndcg_ks", ndcg_ks)
-    ranks = np.asarray(ranks)
-    if ranks.ndim != 1:
-        raise ValueError(f"ranks must be 1-D [N], got shape {ranks.shape}")
-    n = ranks.shape[0]
-    if valid is None:
-        mask = np.ones(n, dtype=bool)
-    else:
-        valid = np.asarray(valid)
-        if valid.shape != (n,):
-            raise ValueError(f"valid must have shape ({n},) like ranks, got {valid.shape}")
-        mask = valid != 0
-    if np.any(ranks[mask] < 1):
-        raise ValueError(f"ranks must be >= 1, got minimum {int(ranks[mask].min())}")
-
-    out = _group_metrics(ranks[mask], ks, ndcg_ks, "")
-    num_liked = None
-    if target_ratings is not None:
-        target_ratings = np.asarray(target_ratings, dtype=np.float64)
-        if target_ratings.shape != (n,):
-            raise ValueError(
-                f"target_ratings must have shape ({n},) like ranks, got {target_ratings.shape}"
-            )
-        liked = mask & (target_ratings >= liked_threshold)
-        out.update(_group_metrics(ranks[liked], ks, ndcg_ks, "_liked"))
-        num_liked = float(np.sum(liked))
+    per_user = per_user_from_ranks(ranks, target_ratings=target_ratings, valid=valid, ks=ks,
+                                   ndcg_ks=ndcg_ks, liked_threshold=liked_threshold)
+    out: dict[str, float] = nan_means(per_user)
+    _, mask, _ = _check_ranks_args(ranks, target_ratings, valid)
     out["num_users"] = float(np.sum(mask))
-    if num_liked is not None:
-        out["num_users_liked"] = num_liked
+    if target_ratings is not None:
+        out["num_users_liked"] = float(np.sum(~np.isnan(per_user["mrr_liked"])))
     return out
 
 
@@ -223,6 +267,7 @@ def evaluate(
     ndcg_ks: Sequence[int] = DEFAULT_NDCG_KS,
     liked_threshold: float = 4.0,
     return_ranks: bool = False,
+    return_per_user: bool = False,
 ) -> dict[str, Any]:
     """Rank every row's target with ``score_fn`` and return :func:`metrics_from_ranks` over valid rows.
 
@@ -235,6 +280,8 @@ def evaluate(
       batch_size: rows per call; the last batch is padded with ``valid = 0`` rows.
       return_ranks: also return the int32 ranks of all N rows under the key ``"ranks"`` (a numpy array;
         entries of invalid rows are meaningless).
+      return_per_user: also return :func:`per_user_from_ranks` of all N rows under ``"per_user"``
+        (float64 ``[N]`` arrays, NaN on invalid rows); every mean is :func:`nan_means` of them.
 
     Raises ValueError when a valid row's target is outside ``[1, V)`` or ``score_fn`` returns a wrong
     shape.
@@ -274,4 +321,13 @@ def evaluate(
     )
     if return_ranks:
         out["ranks"] = all_ranks
+    if return_per_user:
+        out["per_user"] = per_user_from_ranks(
+            all_ranks,
+            target_ratings=arrays.get("target_rating"),
+            valid=arrays.get("valid"),
+            ks=ks,
+            ndcg_ks=ndcg_ks,
+            liked_threshold=liked_threshold,
+        )
     return out

@@ -38,7 +38,8 @@ from genrec_jax.eval.truth import SimIds, _histories_of, simulator_truth
 
 __all__ = ["most_popular_score_fn", "logging_policy_score_fn", "oracle_score_fn",
            "shrunk_item_means", "top_rated_score_fn", "transition_counts", "markov_score_fn",
-           "REFERENCE_POLICIES", "reference_policy_metrics", "train_events"]
+           "REFERENCE_POLICIES", "reference_policy_metrics", "reference_score_fns",
+           "train_events"]
 
 ScoreFn = Callable[[Mapping[str, Any]], np.ndarray]
 
@@ -157,6 +158,24 @@ def train_events(split) -> tuple[np.ndarray, np.ndarray]:
     return ds.items[keep], ds.ratings[keep]
 
 
+def reference_score_fns(data, *, shrinkage: float = 10.0) -> dict[str, ScoreFn]:
+    """``{name: score_fn}`` of the :data:`REFERENCE_POLICIES` on ``data`` (a
+    :class:`~genrec_jax.data.prepare.PreparedData` of the simulator); ``shrinkage`` is the
+    top-rated list's prior weight (:func:`shrunk_item_means`)."""
+    sim = data.simulator
+    if sim is None:
+        raise ValueError("reference policies need the simulator dataset (dataset=simulator)")
+    ids = SimIds.from_dataset(data.dataset)
+    items, ratings = train_events(data.split)
+    return {
+        "most_popular": most_popular_score_fn(data.popularity),
+        "top_rated": top_rated_score_fn(shrunk_item_means(items, ratings, data.dataset.num_items,
+                                                          shrinkage=shrinkage)),
+        "logging_policy": logging_policy_score_fn(sim, ids),
+        "oracle": oracle_score_fn(sim, ids),
+    }
+
+
 def reference_policy_metrics(data, *, horizon: int = 3, gamma: float = 0.9,
                              batch_size: int = 256, shrinkage: float = 10.0
                              ) -> dict[str, dict[str, Any]]:
@@ -165,23 +184,13 @@ def reference_policy_metrics(data, *, horizon: int = 3, gamma: float = 0.9,
     :func:`~genrec_jax.eval.ranking.evaluate` and the truth of
     :func:`~genrec_jax.eval.truth.simulator_truth` (same ``horizon`` and ``gamma`` as the
     judge), i.e. the same columns as a trained policy's row. ``per_user`` arrays are dropped."""
-    sim = data.simulator
-    if sim is None:
-        raise ValueError("reference policies need the simulator dataset (dataset=simulator)")
+    fns = reference_score_fns(data, shrinkage=shrinkage)
     ids = SimIds.from_dataset(data.dataset)
-    items, ratings = train_events(data.split)
-    fns = {
-        "most_popular": most_popular_score_fn(data.popularity),
-        "top_rated": top_rated_score_fn(shrunk_item_means(items, ratings, data.dataset.num_items,
-                                                          shrinkage=shrinkage)),
-        "logging_policy": logging_policy_score_fn(sim, ids),
-        "oracle": oracle_score_fn(sim, ids),
-    }
     out = {}
     for name, fn in fns.items():
         row = dict(evaluate(fn, data.test, batch_size=batch_size))
-        truth = simulator_truth(sim, data.test, fn, ids=ids, horizon=horizon, gamma=gamma,
-                                batch_size=batch_size)
+        truth = simulator_truth(data.simulator, data.test, fn, ids=ids, horizon=horizon,
+                                gamma=gamma, batch_size=batch_size)
         truth.pop("per_user")
         row.update(truth)
         out[name] = row

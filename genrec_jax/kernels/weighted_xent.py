@@ -23,7 +23,9 @@ Four interchangeable implementations, selected with ``impl``:
   inside ``jax.shard_map`` so that gradients equal the unsharded ones exactly (no implicit summing
   of replicated-input gradients).
 * ``"pallas"``: Pallas kernels for the forward statistics and for both gradients (see
-  :mod:`genrec_jax.kernels.pallas_xent`); interpreted on CPU, Triton-compatible tiles on GPU.
+  :mod:`genrec_jax.kernels.pallas_xent`); interpreted on CPU, Triton on GPU with tile sizes
+  autotuned per shape at the first call (:mod:`genrec_jax.kernels.pallas_tiles`) and gradient
+  tiles of negligible softmax mass (below float32 precision) skipped.
 
 All share one structure: a differentiable core ``(h/τ, items, targets) -> (lse, target_logit)``
 and the loss assembled from it in plain ``jnp``, so gradients flow to ``h``, ``items``,
@@ -35,7 +37,9 @@ Targets outside ``[0, V)`` are clipped into range; targets outside ``valid_range
 logit. Rows with ``weight == 0`` therefore give loss 0 and no gradient through ``loss`` whatever
 their target. ``lse`` is returned unweighted: mask it yourself before differentiating it.
 
-Accumulation is float32 (float64 for float64 inputs); the Pallas path computes in float32.
+Accumulation is float32 (float64 for float64 inputs). The Pallas path takes float32 or bfloat16
+inputs (float64 is cast to float32) with float32 logits, statistics and accumulators, and returns
+gradients in the input dtype.
 """
 from __future__ import annotations
 
@@ -450,7 +454,7 @@ def weighted_softmax_xent(
       impl: ``"reference"`` | ``"chunked"`` | ``"sharded"`` | ``"pallas"`` (see module docstring).
       chunk_size: item rows per chunk for ``"chunked"`` and ``"sharded"`` (per device); the
         query rows per tile follow from it (about 2M logits per tile). The reference ignores it;
-        the Pallas path uses its own power-of-two tiles (``pallas_xent.BLOCK_N/BLOCK_V``).
+        the Pallas path chooses its own power-of-two tiles (``pallas_tiles.select_tiles``).
       mesh: ``jax.sharding.Mesh`` for ``impl="sharded"`` (Auto or Explicit axes; with Explicit
         axes call inside ``jax.set_mesh(mesh)``, as JAX requires).
       model_axis: mesh axis over which ``items`` rows are sharded (``V`` must divide evenly).

@@ -14,7 +14,9 @@ Array = jax.Array
 def cql_from_lse(lse, q_taken, targets, *, alpha: float = 1.0, where=None) -> Array:
     """CQL from a precomputed ``logsumexp`` (e.g. supplied by a fused softmax kernel).
 
-    ``L = alpha * (lse - q_taken) + 1/2 * (q_taken - y)^2`` with ``y`` a constant.
+    ``L = alpha * (lse - q_taken) + 1/2 * (q_taken - y)^2`` with ``y`` a constant. ``Q`` may be
+    any map of the policy's logits ``z``: for ``Q = a*z + b`` pass ``lse = b + logsumexp(a*z)``
+    and ``q_taken = a*z_taken + b`` (gradients flow into ``a`` and ``b`` through both).
 
     Args:
       lse: ``[...]`` ``logsumexp_a Q(s, a)`` over the catalogue.

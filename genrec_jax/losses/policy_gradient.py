@@ -2,8 +2,10 @@
 
 A recommendation is one action per state: sample ``a ~ pi_old(.|s)``, score it
 (``reward = RM(s, a) - kl_coef * (logp(a) - logp_ref(a))``, :func:`kl_penalized_rewards`),
-take ``A = reward - V(s)`` (a value head or a batch baseline), then minimise :func:`ppo`
-(plus :func:`ppo_value_loss` for the value head) for a few epochs over the same samples.
+take ``A = reward - b(s)`` with a baseline ``b`` (a value head, an estimate of ``V(s)`` such as
+:func:`~genrec_jax.losses.value_baseline`, the user's mean rating, or the batch mean), then
+minimise :func:`ppo` (plus :func:`ppo_value_loss` for a value head) for a few epochs over the
+same samples.
 """
 from __future__ import annotations
 

@@ -1,15 +1,21 @@
-"""Reward model: an HSTU encoder over the rated history and a head that predicts a rating.
+"""Reward model: a sequence encoder (HSTU or SASRec) over the rated history and a head that
+predicts a rating.
 
     config = RewardConfig(HSTUConfig(num_items=1682), rating_scale=(1.0, 5.0))
+    config = RewardConfig(SASRecConfig(num_items=1682, precision="bf16"))   # or SASRec, bf16
     model = RewardModel(config, rngs=nnx.Rngs(0))
     r_pos = model.predict_positions(batch)          # [B, L] rating of batch["targets"] at each i
     r_new = model.score(batch, items)               # [B, K] ratings of candidates after the history
 
-Encoder. ``HSTU(rating_inputs=True)`` (the project's encoder, not a copy; its config is
-``RewardConfig.encoder``): the input at position ``j`` is
-``item_emb[inputs_j]·√D + pos_emb[j] + rating_emb[round(2·ratings_j)]``; causal attention makes
-the user vector ``h_i`` (L2-normalised, ``[D]``) a function of events ``0..i`` and of their
-ratings only. ``ratings_j = 0`` means "rating unknown" (used for events whose rating is held out).
+Encoder. The project's encoders, not copies, chosen by the type of ``RewardConfig.encoder``
+(``model.kind`` of an experiment config): ``HSTU(rating_inputs=True)`` for an
+:class:`HSTUConfig`, ``SASRec(rating_inputs=True)`` for a :class:`SASRecConfig`. In both the
+input at position ``j`` is ``item_emb[inputs_j]·√D + pos_emb[j] + rating_emb[round(2·ratings_j)]``;
+causal attention makes the user vector ``h_i`` (L2-normalised, ``[D]``) a function of events
+``0..i`` and of their ratings only. ``ratings_j = 0`` means "rating unknown" (used for events
+whose rating is held out). With the encoder's ``precision="bf16"`` the encoder computes in
+bfloat16 with float32 parameters (``genrec_jax.models.precision``); its user vectors leave it as
+float32, and the head below, the predicted ratings and the losses are float32 in both modes.
 
 Head. For position ``i`` (its user vector ``h_i``) and a candidate item ``c`` with the encoder's
 tied, L2-normalised item vector ``e_c`` (vectors below are scaled by √D to unit-size entries):
@@ -23,8 +29,8 @@ tied, L2-normalised item vector ``e_c`` (vectors below are scaled by √D to uni
 
 ``n_i`` is the number of rated events at positions ``≤ i``, ``m̄_i`` their mean rating, ``r̃``
 and ``m̃`` ratings and mean mapped to [−1, 1] (``mid``/``half``: centre and half-width of
-``[lo, hi]``). Why these inputs besides the HSTU user vector: an attention divided by the
-padded length represents a running mean poorly (``f``); ``z_i`` is the asymmetric-SVD user
+``[lo, hi]``). Why these inputs besides the encoder's user vector: HSTU's attention, divided
+by the padded length, represents a running mean poorly (``f``); ``z_i`` is the asymmetric-SVD user
 factor ("how the user rated items along each latent direction"), ``t_i(c)`` a candidate-aware
 (DIN-style) pooling ("how the user rated items like c") — on the simulator, whose true rating is
 mostly a user·item affinity, the model stayed at the bias baselines' error without them. All of
@@ -45,7 +51,7 @@ Both predictions lie in ``[lo, hi]`` by construction. Losses are per position; t
 outside a member's bootstrap half weigh 0). Rows hold one user each (no packed batches).
 
 Head choice: ``"regression"`` (the default). Measured with ``python -m experiments.reward``
-(defaults: M = 5, 8 epochs, 3 seeds; ``reward.head=`` overridden), ensemble mean, mean over seeds;
+(HSTU encoder, float32; defaults: M = 5, 8 epochs, 3 seeds; ``reward.head=`` overridden), ensemble mean, mean over seeds;
 RMSE / MAE on (a) each user's last event, RMSE / MAE / within-user pairwise accuracy on (b) the
 random 10 % of training events held out, and on the simulator RMSE against the true rating r*:
 
@@ -70,23 +76,28 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from genrec_jax.models.hstu import HSTU, HSTUConfig, dropout
+from genrec_jax.models.encoders import EncoderConfig, build_encoder
+from genrec_jax.models.hstu import HSTUConfig, dropout
+from genrec_jax.models.sasrec import SASRecConfig
 
 HEADS = ("regression", "ordinal")
+ENCODER_CONFIGS = (HSTUConfig, SASRecConfig)
+_CONFIG_OF_KIND = {"hstu": HSTUConfig, "sasrec": SASRecConfig}
 NUM_HISTORY_FEATURES = 3
 _INIT = nnx.initializers.normal(stddev=0.02)
 
 
 @dataclasses.dataclass(frozen=True)
 class RewardConfig:
-    """Hyper-parameters of a reward model: the HSTU ``encoder`` and the rating head.
+    """Hyper-parameters of a reward model: the ``encoder`` and the rating head.
 
-    ``encoder`` is an :class:`HSTUConfig`; its ``rating_inputs`` is always on (set here if the
-    given config has it off), since the encoder reads the history's ratings. ``max_len`` is the
+    ``encoder`` is an :class:`HSTUConfig` or a :class:`SASRecConfig` (its ``precision`` is the
+    encoder's compute precision); its ``rating_inputs`` is always on (set here if the given
+    config has it off), since the encoder reads the history's ratings. ``max_len`` is the
     encoder's (the window the model scores).
     """
 
-    encoder: HSTUConfig
+    encoder: EncoderConfig
     rating_scale: tuple[float, float] = (1.0, 5.0)
     rating_step: float = 1.0
     head: str = "regression"
@@ -99,8 +110,8 @@ class RewardConfig:
     head_dropout: float = 0.0
 
     def __post_init__(self):
-        if not isinstance(self.encoder, HSTUConfig):
-            raise TypeError(f"RewardConfig.encoder must be an HSTUConfig, got "
+        if not isinstance(self.encoder, ENCODER_CONFIGS):
+            raise TypeError(f"RewardConfig.encoder must be an HSTUConfig or a SASRecConfig, got "
                             f"{type(self.encoder).__name__}")
         if not self.encoder.rating_inputs:
             object.__setattr__(self, "encoder",
@@ -115,7 +126,7 @@ class RewardConfig:
                              f"got {self.rating_scale}")
         if lo <= 0:
             raise ValueError(f"RewardConfig.rating_scale lo must be > 0 (0 encodes 'no rating' "
-                             f"in the HSTU rating input), got {lo}")
+                             f"in the encoder's rating input), got {lo}")
         if not self.rating_step > 0:
             raise ValueError(f"RewardConfig.rating_step must be > 0, got {self.rating_step}")
         bins = (hi - lo) / self.rating_step
@@ -136,6 +147,11 @@ class RewardConfig:
                              f"{self.head_dropout}")
         if int(self.hidden_dim) < 1:
             raise ValueError(f"RewardConfig.hidden_dim must be >= 1, got {self.hidden_dim}")
+
+    @property
+    def kind(self) -> str:
+        """The encoder kind: ``"hstu"`` or ``"sasrec"`` (``model.kind``)."""
+        return "sasrec" if isinstance(self.encoder, SASRecConfig) else "hstu"
 
     @property
     def max_len(self) -> int:
@@ -171,24 +187,33 @@ class RewardConfig:
         return jnp.log(frac / (1 - frac))[None]
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict; the encoder nested under ``"encoder"``."""
+        """Plain JSON-able dict; the encoder nested under ``"encoder"`` with its ``"kind"``."""
         d = dataclasses.asdict(self)
+        d["encoder"] = {"kind": self.kind, **d["encoder"]}
         d["rating_scale"] = list(d["rating_scale"])
         d["rating_prior"] = list(d["rating_prior"])
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "RewardConfig":
-        """Inverse of :meth:`to_dict`. Also reads the flat form saved before the encoder was
-        nested (encoder fields beside the head's; without ``output_slots`` it means 0, the
-        padded length then being ``max_len``). Unknown keys are ignored."""
+        """Inverse of :meth:`to_dict`. An encoder without ``kind`` is an HSTU and one without
+        ``precision`` float32 (ensembles saved before SASRec and bf16 existed). Also reads the
+        flat form saved before the encoder was nested (encoder fields beside the head's; without
+        ``output_slots`` it means 0, the padded length then being ``max_len``). Unknown keys are
+        ignored; an unknown ``kind`` raises a ValueError naming it."""
         head_fields = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
-        enc_fields = {f.name for f in dataclasses.fields(HSTUConfig)}
         if "encoder" in d:
             enc = dict(d["encoder"])
         else:  # ensembles saved before the encoder was nested
-            enc = {"output_slots": 0, **{k: v for k, v in d.items() if k in enc_fields}}
-        encoder = HSTUConfig(**{k: v for k, v in enc.items() if k in enc_fields})
+            hstu_fields = {f.name for f in dataclasses.fields(HSTUConfig)}
+            enc = {"output_slots": 0, **{k: v for k, v in d.items() if k in hstu_fields}}
+        kind = str(enc.get("kind", "hstu"))
+        if kind not in _CONFIG_OF_KIND:
+            raise ValueError(f"reward config: encoder kind must be one of "
+                             f"{tuple(_CONFIG_OF_KIND)}, got {kind!r}")
+        enc_cls = _CONFIG_OF_KIND[kind]
+        enc_fields = {f.name for f in dataclasses.fields(enc_cls)}
+        encoder = enc_cls(**{k: v for k, v in enc.items() if k in enc_fields})
         return cls(encoder=encoder, **{
             k: (tuple(v) if k in ("rating_scale", "rating_prior") else v)
             for k, v in d.items() if k in head_fields})
@@ -214,12 +239,13 @@ def history_features(batch, config: RewardConfig) -> jax.Array:
 
 
 class RewardModel(nnx.Module):
-    """HSTU encoder with rating inputs + a rating head (parameters only, no RNG state)."""
+    """Encoder (HSTU or SASRec) with rating inputs + a rating head (parameters only, no RNG
+    state)."""
 
     def __init__(self, config: RewardConfig, *, rngs: nnx.Rngs):
         c = config
         self.config = c
-        self.encoder = HSTU(c.encoder, rngs=rngs)
+        self.encoder = build_encoder(c.encoder, rngs)
         width = 3 * c.encoder.dim + NUM_HISTORY_FEATURES + 2 * c.target_heads
         if c.history_factor:
             width += c.encoder.dim + 1

@@ -16,6 +16,11 @@ residual form, layer norm with learned scale and bias, eps 1e-8):
 The paper's attention has no output projection, so none is used here. Positions are learned
 absolute embeddings (``max_len`` rows, row ``i`` for the ``i``-th event of a sequence).
 
+Rating inputs (``rating_inputs=True``, used by the reward model, as in HSTU): the input also adds
+``rating_emb[round(2·ratings_j)]`` (an ``[11, D]`` table on a half-star grid, row 0 = "rating
+unknown"), so ``x⁰ = Dropout(item_emb[ids]·√D + pos_emb[position] + rating_emb[level])``; the
+batch then needs ``ratings [B, L]``.
+
 Usual hyper-parameters (the paper's ML-1M setting, also this module's defaults and what
 ``model.kind=sasrec`` gets from the shared ``model`` config block unless overridden): D = 50,
 2 blocks, 1 head, dropout 0.2, ``max_len`` 200.
@@ -30,8 +35,8 @@ packed rows with ``segment_ids`` (0 = padding) and per-segment ``positions``; at
 and, when packed, restricted to equal segment ids, so a valid position never sees padding or
 another user. Timestamps are not used.
 
-Initialisation: item and position tables Glorot normal (the item table's scale taken over its
-``num_items + 1`` real rows, so it does not depend on the sharding padding); linear kernels
+Initialisation: item, position (and rating) tables Glorot normal (the item table's scale taken
+over its ``num_items + 1`` real rows, so it does not depend on the sharding padding); linear kernels
 Glorot uniform with zero biases; layer norms scale 1, bias 0.
 
 ``precision="bf16"`` computes the blocks in bfloat16 with float32 parameters (layer-norm
@@ -57,6 +62,7 @@ _LN_EPS = 1e-8
 _KERNEL_INIT = nnx.initializers.xavier_uniform()
 _MASKED = -1e30
 _KEYS_PER_BLOCK = 4  # attention weights, attention output, FFN hidden, FFN output
+_RATING_LEVELS = 11  # half-star levels 0 (unknown), 1 (0.5 stars), ..., 10 (5 stars)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +78,7 @@ class SASRecConfig:
     temperature: float = 0.05
     table_multiple: int = 1
     precision: str = "float32"
+    rating_inputs: bool = False
 
     def __post_init__(self):
         for name in ("num_items", "max_len", "dim", "num_blocks", "num_heads", "table_multiple"):
@@ -160,12 +167,17 @@ class SASRec(nnx.Module):
         self.item_emb = nnx.Param(
             _glorot_normal(rngs.params(), c.num_items + 1, (c.table_size, c.dim)))
         self.pos_emb = nnx.Param(_glorot_normal(rngs.params(), c.max_len, (c.max_len, c.dim)))
+        if c.rating_inputs:
+            # Ratings enter on a half-star grid: level = round(2 · rating), 0 = no rating.
+            self.rating_emb = nnx.Param(_glorot_normal(rngs.params(), _RATING_LEVELS,
+                                                       (_RATING_LEVELS, c.dim)))
         self.blocks = nnx.List([SASRecBlock(c, rngs=rngs) for _ in range(c.num_blocks)])
         self.final_norm = nnx.LayerNorm(c.dim, epsilon=_LN_EPS, dtype=c.compute_dtype,
                                         param_dtype=jnp.float32, rngs=rngs)
 
     def embed(self, batch, key=None) -> jax.Array:
-        """[B, L] ids → [B, L, D] block inputs in the compute dtype (padding rows 0)."""
+        """[B, L] ids (and ``ratings`` with ``rating_inputs``) → [B, L, D] block inputs in the
+        compute dtype (padding rows 0)."""
         c = self.config
         ids = batch["inputs"]
         if ids.shape[1] > c.max_len:
@@ -175,7 +187,11 @@ class SASRec(nnx.Module):
             pos = self.pos_emb[...][batch["positions"]]
         else:
             pos = self.pos_emb[...][: ids.shape[1]][None]
-        x = dropout(self.item_emb[...][ids] * math.sqrt(c.dim) + pos, c.dropout, key)
+        x = self.item_emb[...][ids] * math.sqrt(c.dim) + pos
+        if c.rating_inputs:
+            levels = jnp.clip(jnp.round(2.0 * batch["ratings"]), 0, _RATING_LEVELS - 1)
+            x = x + self.rating_emb[...][levels.astype(jnp.int32)]
+        x = dropout(x, c.dropout, key)
         return jnp.where((ids != 0)[..., None], x, 0.0).astype(c.compute_dtype)
 
     def encode(self, batch, *, dropout_key: jax.Array | None = None) -> jax.Array:

@@ -29,8 +29,8 @@ def sampled_softmax_positions(user_vecs, item_vecs, targets, negatives, *, tempe
 
     ``mode="dense"`` scores the whole (small) catalogue with one matmul and gathers the sampled
     columns; ``"gather"`` gathers the negative vectors (memory ∝ R). Both give the same numbers.
-    ``"auto"`` picks dense only when ``V ≤ 2·R``: on MovieLens 100K (V = 1683, R = 128, 72 packed
-    rows of 200) a CPU train step took 0.81 s dense vs 0.55 s gathered.
+    ``"auto"`` picks dense only when ``V ≤ 2·R``. Both are slow on a CPU: the gather materialises
+    ``[B, L, R, D]`` (see :func:`sampled_softmax_shared` for the faster shared draws).
     """
     if mode not in NEGATIVE_MODES:
         raise ValueError(f"negatives mode must be one of {NEGATIVE_MODES}, got {mode!r}")
@@ -45,21 +45,60 @@ def sampled_softmax_positions(user_vecs, item_vecs, targets, negatives, *, tempe
     return sampled_softmax(pos, neg, neg_mask=negatives != targets[..., None])
 
 
+def sampled_softmax_shared(user_vecs, item_vecs, targets, negatives, *, share: int,
+                           temperature: float) -> jax.Array:
+    """Like :func:`sampled_softmax_positions`, but each group of ``c`` consecutive positions
+    (``c = share``; the last group may be shorter) scores the same draws:
+    ``negatives [B, K, R]`` with ``K = ceil(L / c)`` → ``[B, L]``.
+
+    Each position still sees R i.i.d. uniform negatives (the target masked), so its expected loss
+    is the per-position estimator's; only draws are shared within a group, which makes the
+    gradient noisier as ``c`` grows. The work is a ``[c, D] × [D, R]`` matmul per group and a
+    ``[B, K, R, D]`` gather instead of ``[B, L, R, D]`` (MovieLens 100K: 64 packed rows × 200 ×
+    128 × 50 floats = 410 MB, the largest cost of a CPU step, divided by ``c``).
+    """
+    batch, length, dim = user_vecs.shape
+    groups, num_neg = negatives.shape[1], negatives.shape[2]
+    size = int(share)
+    if groups != -(-length // size):
+        raise ValueError(f"negatives [B, K, R] need K = ceil(L / share) = {-(-length // size)} "
+                         f"groups (L = {length}, share = {size}), got K = {groups}")
+    pad = groups * size - length
+    grouped = jnp.pad(user_vecs, ((0, 0), (0, pad), (0, 0))).reshape(batch, groups, size, dim)
+    neg = jnp.einsum("bkcd,bkrd->bkcr", grouped, item_vecs[negatives])
+    neg = neg.reshape(batch, groups * size, num_neg)[:, :length] / temperature
+    pos = jnp.sum(user_vecs * item_vecs[targets], axis=-1) / temperature
+    per_position = jnp.repeat(negatives, size, axis=1)[:, :length]
+    return sampled_softmax(pos, neg, neg_mask=per_position != targets[..., None])
+
+
 def next_item_losses(model, batch, key, *, loss: str = "sampled", num_negatives: int = 128,
-                     negatives_mode: str = "auto", impl: str = "chunked", chunk_size: int = 4096,
-                     mesh=None, weights=None):
+                     negatives_mode: str = "auto", negatives_share: int = 1,
+                     impl: str = "chunked", chunk_size: int = 4096, mesh=None, weights=None):
     """Weighted per-position losses ``[B, L]`` and the user vectors ``[B, L, D]``.
 
     ``weights`` defaults to ``batch["weights"]``; positions without a target must weigh 0.
+    ``loss="sampled"`` draws ``num_negatives`` uniform items per position
+    (``negatives_share=1``, scored by ``negatives_mode``) or per group of ``negatives_share``
+    consecutive positions, shared by the group (:func:`sampled_softmax_shared`).
     ``loss="full"`` uses the fused kernel (``impl`` = reference | chunked | sharded | pallas).
     """
+    if int(negatives_share) < 1:
+        raise ValueError(f"negatives_share must be an integer >= 1, got {negatives_share!r}")
     enc_key, neg_key = jax.random.split(key)
     weights = batch["weights"] if weights is None else weights
     user_vecs = model.encode(batch, dropout_key=enc_key)
     items = model.item_vectors()
     targets = batch["targets"]
     tau = model.config.temperature
-    if loss == "sampled":
+    if loss == "sampled" and int(negatives_share) > 1:
+        groups = -(-targets.shape[1] // int(negatives_share))
+        negatives = sample_negatives(neg_key, (targets.shape[0], groups), model.config.num_items,
+                                     num_negatives)
+        per_pos = sampled_softmax_shared(user_vecs, items, targets, negatives,
+                                         share=int(negatives_share), temperature=tau)
+        per_pos = jnp.where(weights != 0, weights * per_pos, 0.0)
+    elif loss == "sampled":
         negatives = sample_negatives(neg_key, targets.shape, model.config.num_items,
                                      num_negatives)
         per_pos = sampled_softmax_positions(user_vecs, items, targets, negatives,

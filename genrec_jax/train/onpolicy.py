@@ -4,7 +4,8 @@ An on-policy step is one jitted function ``step(graphdef, state, batch, ref_para
 that samples from the current policy ``π_old``, scores the samples with the reward model and
 then runs ``epochs`` optimizer updates on them (:func:`update_epochs`, a ``lax.scan``); it
 mirrors :func:`genrec_jax.train.step.make_train_step` (state donated, frozen arguments, output
-shardings pinned by :func:`jit_step`).
+shardings pinned by :func:`genrec_jax.train.step.jit_step`); :func:`finish_step` assembles its new state and the
+metrics the two steps share.
 """
 
 from __future__ import annotations
@@ -59,13 +60,24 @@ def update_epochs(objective, optimizer: optax.GradientTransformation, params, op
     return params, opt_state, history
 
 
-def jit_step(step, state=None):
-    """``jax.jit(step)`` with the graphdef static and the state donated; with ``state`` given,
-    the new state keeps its shardings and the metrics are replicated."""
-    if state is None:
-        return jax.jit(step, static_argnums=0, donate_argnums=1)
-    shardings = jax.tree.map(lambda x: x.sharding, state)
-    replicated = jax.sharding.NamedSharding(state["step"].sharding.mesh,
-                                            jax.sharding.PartitionSpec())
-    return jax.jit(step, static_argnums=0, donate_argnums=1,
-                   out_shardings=(shardings, replicated))
+def finish_step(state, rng, params, opt_state, per_epoch, valid, metrics, *, kl_ref=None):
+    """``(new_state, metrics)`` of an on-policy step after :func:`update_epochs`.
+
+    ``per_epoch = (loss [E], (ratio, clip, dev) [E] each from :func:`ratio_stats`,
+    grad_norm [E])`` (what :func:`update_epochs` returns);
+    ``valid [B]``: rows with a state. Metrics: ``loss`` / ``grad_norm`` (means over the E
+    epochs), ``ratio_first`` / ``ratio_last`` (mean ``ρ`` at the first / last epoch),
+    ``ratio_dev_first`` (max ``|ρ − 1|`` at the first epoch), ``clip_frac`` (mean over the
+    epochs), ``frac_states``, ``kl_ref`` when given, and the step's own ``metrics``.
+    ``state["step"]`` counts rollout batches.
+    """
+    loss, (ratio, clip, dev), gnorm = per_epoch
+    out = {"loss": jnp.mean(loss), "grad_norm": jnp.mean(gnorm),
+           "ratio_first": ratio[0], "ratio_last": ratio[-1], "ratio_dev_first": dev[0],
+           "clip_frac": jnp.mean(clip), "frac_states": jnp.mean(valid.astype(jnp.float32)),
+           **metrics}
+    if kl_ref is not None:
+        out["kl_ref"] = kl_ref
+    new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
+                 "rng": rng}
+    return new_state, out

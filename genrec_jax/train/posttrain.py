@@ -23,7 +23,10 @@
    (:func:`~genrec_jax.train.policy_eval.evaluate_policy`): the test ranking metrics
    (HR/NDCG/MRR and ``_liked``), the judge score when reward models are given, and on the
    simulator the true expected rating of the greedy top-1 / top-10 recommendations.
-   ``workdir/metrics.json`` = ``{"algo", "config", "initial", "final", "delta", "train", ...}``.
+   ``workdir/metrics.json`` = ``{"algo", "config", "initial", "final", "delta", "train", ...}``;
+   the per-user values behind those means (one row per test user, the means are their
+   nan-means; :mod:`genrec_jax.eval.per_user`) go to ``workdir/per_user.npz`` (final policy)
+   and ``workdir/per_user_initial.npz`` (the pretrained policy).
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ import numpy as np
 from genrec_jax import sharding as shd
 from genrec_jax.data.batching import Batcher
 from genrec_jax.data.prepare import PreparedData, prepare_data
+from genrec_jax.eval.per_user import PER_USER_FILE, save_per_user
 from genrec_jax.train import algorithms, loop
+from genrec_jax.train.algorithms.heads import HEAD_KEY, policy_params
 from genrec_jax.train.checkpoint import Checkpointer
 from genrec_jax.train.metrics_writer import MetricWriter
 from genrec_jax.train.policy_eval import evaluate_policy, metric_delta, true_reward_metrics
@@ -53,6 +58,8 @@ from genrec_jax.train.scorers import (Scorer, ensemble_member_scorer, table_scor
 from genrec_jax.train.state import init_train_state, make_optimizer
 
 LOSS_IMPLS = ("reference", "chunked", "sharded", "pallas")
+# The pretrained (initial) policy's per-user metrics, next to the final policy's per_user.npz.
+INITIAL_PER_USER_FILE = "per_user_initial.npz"
 
 __all__ = [
     "build_step",
@@ -208,11 +215,16 @@ def posttrain(cfg, workdir: str, *, init_dir: str, reward_dir: str | None = None
     eval_kw = dict(batch_size=int(cfg.eval.batch_size), judge=judges,
                    horizon=int(cfg.judge.horizon), gamma=float(cfg.judge.gamma))
 
-    initial = evaluate_policy(graphdef, ref_params, data, **eval_kw)
+    initial = evaluate_policy(graphdef, ref_params, data, per_user=True, **eval_kw)
+    initial_per_user = initial.pop("per_user")
     arrays, column_info = train_arrays_for(cfg, data, scorer=scorer, graphdef=graphdef,
                                            ref_params=ref_params)
     optimizer = make_optimizer(cfg.optimizer)
-    state = init_train_state(params, optimizer, int(cfg.seed), mesh)
+    # The trained pytree: the policy, plus the algorithm's own head if it has one (e.g. CQL's
+    # affine Q map); evaluation always sees the plain policy (heads.policy_params).
+    algo, block = _algorithm(cfg)
+    trained = algo.train_params(block, params, graphdef=graphdef, data=data)
+    state = init_train_state(trained, optimizer, int(cfg.seed), mesh)
     step_fn, extra = build_step(cfg, graphdef, optimizer, state, scorer=scorer, mesh=mesh,
                                 rating_scale=tuple(data.dataset.rating_scale))
     # One user per row (not packed): states, per-user columns and the KL need whole rows.
@@ -236,7 +248,10 @@ def posttrain(cfg, workdir: str, *, init_dir: str, reward_dir: str | None = None
                                              "users": data.dataset.num_users,
                                              "items": data.dataset.num_items})
     train_seconds = time.perf_counter() - t_train
-    final = evaluate_policy(graphdef, state["params"], data, **eval_kw)
+    final = evaluate_policy(graphdef, policy_params(state["params"]), data, per_user=True,
+                            **eval_kw)
+    head = state["params"].get(HEAD_KEY) if isinstance(state["params"], dict) else None
+    final_per_user = final.pop("per_user")
     for prefix, block in (("test/initial/", initial), ("test/", final)):
         writer.write(num_steps, {k: v for k, v in block.items()
                                  if isinstance(v, float) and math.isfinite(v)}, prefix=prefix)
@@ -252,6 +267,8 @@ def posttrain(cfg, workdir: str, *, init_dir: str, reward_dir: str | None = None
                   "seconds": train_seconds,
                   "compile_seconds": timing["first_step_seconds"],
                   "last": {k: float(v) for k, v in jax.device_get(last).items()},
+                  **({"head": {k: float(v) for k, v in jax.device_get(head).items()}}
+                     if head else {}),
                   **column_info},
         "init_dir": os.path.abspath(init_dir),
         "reward_dir": os.path.abspath(reward_dir) if reward_dir else None,
@@ -264,5 +281,7 @@ def posttrain(cfg, workdir: str, *, init_dir: str, reward_dir: str | None = None
         "total_seconds": time.perf_counter() - t_start,
     }
     if main_process:
+        save_per_user(os.path.join(workdir, PER_USER_FILE), final_per_user)
+        save_per_user(os.path.join(workdir, INITIAL_PER_USER_FILE), initial_per_user)
         write_json(os.path.join(workdir, "metrics.json"), metrics)
     return metrics

@@ -40,7 +40,8 @@ def next_item_loss_fn(loss_cfg, mesh=None):
     def loss_fn(model, batch, key):
         per_pos, _ = next_item_losses(
             model, batch, key, loss=loss_cfg.kind, num_negatives=int(loss_cfg.num_negatives),
-            negatives_mode=loss_cfg.negatives_mode, impl=loss_cfg.impl,
+            negatives_mode=loss_cfg.negatives_mode,
+            negatives_share=int(loss_cfg.get("negatives_share", 1)), impl=loss_cfg.impl,
             chunk_size=int(loss_cfg.chunk_size), mesh=mesh)
         return mean_over_targets(per_pos, batch["targets"]), {}
 

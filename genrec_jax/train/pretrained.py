@@ -15,6 +15,8 @@ from flax import nnx
 
 from genrec_jax import sharding as shd
 from genrec_jax.models.encoders import build_encoder
+from genrec_jax.train import algorithms
+from genrec_jax.train.algorithms.heads import HEAD_KEY, policy_params
 from genrec_jax.train.checkpoint import Checkpointer
 from genrec_jax.train.pretrain import model_config
 from genrec_jax.train.state import make_optimizer
@@ -30,6 +32,15 @@ def load_init_config(init_dir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+def saved_head_names(init_cfg) -> tuple[str, ...]:
+    """The head scalars (``params["algo_head"]``) a saved run's checkpoints hold: those of its
+    post-training algorithm and block (``()`` for pretraining runs and head-less algorithms)."""
+    name = init_cfg.get("algo")
+    if not name or name not in algorithms.names() or name not in init_cfg:
+        return ()
+    return algorithms.get(name).head_names(init_cfg[name])
+
+
 def _plain(x):
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
@@ -40,7 +51,13 @@ def _plain(x):
 
 def check_compatible(cfg, init_cfg) -> None:
     """Raises ValueError unless ``cfg`` describes the data the pretrained model was trained on
-    (dataset, simulator knobs, ``data.max_len`` / ``min_events`` / ``validation``)."""
+    (dataset, simulator knobs, ``data.max_len`` / ``min_events`` / ``validation``) with the
+    same encoder (``model.kind``; configs without it mean HSTU)."""
+    kind, init_kind = (str(c.get("model", {}).get("kind", "hstu")) for c in (cfg, init_cfg))
+    if kind != init_kind:
+        raise ValueError(f"model.kind={kind} in this config but the pretrained run (--init "
+                         f"config.json) is model.kind={init_kind}: pass model.kind={init_kind} "
+                         f"(or pretrain with model.kind={kind})")
     diffs = []
     if str(cfg.dataset) != str(init_cfg.dataset):
         diffs.append(f"dataset: {cfg.dataset} vs {init_cfg.dataset}")
@@ -100,6 +117,10 @@ def restore_pretrained(init_dir: str, num_items: int, mesh, *, dropout: float | 
                             tree, shardings_of(tree))
 
     params_t = sds(abstract)
+    head = saved_head_names(init_cfg)
+    if head:  # a post-training run whose algorithm trained a head beside the policy
+        params_t = {**params_t, HEAD_KEY: {k: jax.ShapeDtypeStruct((), jnp.float32, sharding=rep)
+                                           for k in head}}
     opt_t = sds(jax.eval_shape(make_optimizer(init_cfg.optimizer).init, params_t))
     key_t = jax.eval_shape(lambda: jax.random.PRNGKey(0))
     target = {"params": params_t, "opt_state": opt_t,
@@ -112,7 +133,7 @@ def restore_pretrained(init_dir: str, num_items: int, mesh, *, dropout: float | 
         state, _ = ckpt.restore(target, step)
     finally:
         ckpt.close()
-    params = state["params"]
+    params = policy_params(state["params"])
     if saved_cfg.table_size != hcfg.table_size or not divisible:
         host = _with_table(jax.device_get(params), hcfg.table_size)
         params = jax.device_put(host, shd.param_shardings(host, mesh))

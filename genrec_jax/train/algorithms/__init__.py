@@ -3,6 +3,8 @@
     from genrec_jax.train import algorithms
     algorithms.names()              # ('bc', 'rwbc', 'asft', 'dpo', 'ipo', 'ppo', 'cql', ...)
     algo = algorithms.get("asft")   # an Algorithm: defaults, build, reward_model, columns, ...
+    params = algo.train_params(block, params, graphdef=graphdef, data=data)  # + its head, if any
+    algorithms.policy_params(params)   # the plain policy (what is evaluated and served)
 
 Adding an algorithm = one module ``genrec_jax/train/algorithms/<name>.py`` that calls
 :func:`register` + one line in ``_MODULES`` below (the order is the comparison's row order).
@@ -14,6 +16,7 @@ Shared pieces live in ``genrec_jax.train``: :mod:`~genrec_jax.train.policy_ops`,
 
 import importlib
 
+from genrec_jax.train.algorithms.heads import HEAD_KEY, policy_params
 from genrec_jax.train.algorithms.registry import (
     Algorithm,
     BuildContext,
@@ -39,6 +42,7 @@ for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 
 __all__ = [
+    "HEAD_KEY",
     "Algorithm",
     "BuildContext",
     "block_of",
@@ -46,5 +50,6 @@ __all__ = [
     "config_blocks",
     "get",
     "names",
+    "policy_params",
     "register",
 ]

@@ -28,9 +28,10 @@ import optax
 from genrec_jax import losses
 from genrec_jax.train import state_selection
 from genrec_jax.train.algorithms.registry import Algorithm, register
-from genrec_jax.train.onpolicy import jit_step, ratio_stats, reference_kl, update_epochs
+from genrec_jax.train.onpolicy import finish_step, ratio_stats, reference_kl, update_epochs
 from genrec_jax.train.policy_ops import masked_mean
 from genrec_jax.train.state import bind
+from genrec_jax.train.step import jit_step
 
 DEFAULTS = {"group_size": 8, "clip_eps": 0.2, "kl_coef": 0.04, "epochs": 2, "states": "random"}
 
@@ -100,23 +101,18 @@ def make_grpo_step(graphdef, optimizer: optax.GradientTransformation, scorer_fn,
             return jnp.sum(per) / count, ratio_stats(logp, old_logp, ok, clip_eps)
 
         keys = jax.random.split(k_epochs, epochs)
-        params, opt_state, (loss, (ratio, clip, dev), gnorm) = update_epochs(
-            objective, optimizer, state["params"], state["opt_state"], keys)
+        params, opt_state, per_epoch = update_epochs(objective, optimizer, state["params"],
+                                                     state["opt_state"], keys)
         metrics = {
-            "loss": jnp.mean(loss), "grad_norm": jnp.mean(gnorm),
             "reward": masked_mean(rewards, ok),
             "group_reward_std": masked_mean(group_std(rewards, ok), valid),
             "kl_sample": masked_mean(losses.k3_kl(old_logp, ref_logp, where=ok), ok),
-            "ratio_first": ratio[0], "ratio_last": ratio[-1], "ratio_dev_first": dev[0],
-            "clip_frac": jnp.mean(clip),
-            "frac_states": jnp.mean(valid.astype(jnp.float32)),
             "frac_samples": jnp.mean(ok.astype(jnp.float32)),
         }
-        if log_kl:
-            metrics["kl_ref"] = reference_kl(old, h_old, ref, h_ref, valid, chunk_size=chunk_size)
-        new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
-                     "rng": rng}
-        return new_state, metrics
+        kl = (reference_kl(old, h_old, ref, h_ref, valid, chunk_size=chunk_size) if log_kl
+              else None)
+        return finish_step(state, rng, params, opt_state, per_epoch, valid, metrics,
+                           kl_ref=kl)
 
     return jit_step(step, state)
 

@@ -15,6 +15,12 @@ with everything the trainer and the configs need to know about it:
   the training rows, or None; ``column_keys``: their names (e.g. A-SFT's ``reward`` /
   ``baseline``), checked against what ``columns`` returns;
 * ``dropout``: its default post-training dropout (None = keep the pretrained rate);
+* ``init_head(block, *, graphdef, params, data) -> {name: scalar} | None``: trainable
+  parameters it adds beside the policy (e.g. CQL's affine Q map), or None; the trainer builds
+  the train state from :meth:`Algorithm.train_params` and evaluates
+  :func:`~genrec_jax.train.algorithms.heads.policy_params` of it (the plain policy);
+  ``head_keys(block) -> names``: the names ``init_head`` gives, known without data (restoring
+  a saved run needs them);
 * ``in_comparison``: whether ``experiments.compare`` runs it by default.
 
 ``names()`` lists the algorithms in registration order (the comparison's row order).
@@ -27,6 +33,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_collections
+
+from genrec_jax.train.algorithms import heads
 
 _REGISTRY: dict[str, Algorithm] = {}
 
@@ -80,6 +88,8 @@ class Algorithm:
     dropout: float | None = None
     smoke: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     in_comparison: bool = True
+    init_head: Callable[..., Mapping[str, Any] | None] | None = None
+    head_keys: Callable[[ml_collections.ConfigDict], tuple[str, ...]] | None = None
 
     def config(self, smoke: bool = False) -> ml_collections.ConfigDict:
         """A fresh config block of the defaults (with the smoke overrides if ``smoke``)."""
@@ -91,6 +101,22 @@ class Algorithm:
                                f"among its defaults {sorted(block)}")
             block.update(self.smoke)
         return ml_collections.ConfigDict(block)
+
+    def train_params(self, block, params, *, graphdef, data):
+        """The parameters to post-train: ``params`` (the policy's), plus the head entry
+        ``params["algo_head"]`` when ``init_head`` gives one for this block
+        (:func:`~genrec_jax.train.algorithms.heads.with_head`)."""
+        if self.init_head is None:
+            return params
+        head = self.init_head(block, graphdef=graphdef, params=params, data=data)
+        if not head:
+            return params
+        return heads.with_head(params, head)
+
+    def head_names(self, block) -> tuple[str, ...]:
+        """The scalar names of the head this block trains (``()``: none); they let a saved run
+        be restored without its data (``genrec_jax.train.pretrained``)."""
+        return tuple(self.head_keys(block)) if self.head_keys is not None else ()
 
     def reward_model_reason(self, block) -> str | None:
         """Why this algorithm with this block needs a training reward model (None if not)."""

@@ -28,7 +28,8 @@ from genrec_jax.train.reward.members import (bootstrap_masks, init_ensemble, ini
                                              make_ensemble_step, reward_loss_fn)
 from genrec_jax.train.reward.rows import MODEL_KEYS, TRAIN_KEYS, RewardRows, reward_rows
 from genrec_jax.train.reward.storage import CONFIG_FILE, ENSEMBLE_DIR, load_ensemble, save_ensemble
-from genrec_jax.train.reward.training import TrainedEnsemble, train_reward_ensemble
+from genrec_jax.train.reward.training import (TrainedEnsemble, optimizer_and_step,
+                                              train_reward_ensemble)
 
 __all__ = [
     "CONFIG_FILE",
@@ -46,6 +47,7 @@ __all__ = [
     "load_ensemble",
     "make_ensemble_step",
     "member_seeds",
+    "optimizer_and_step",
     "predict_rows",
     "rating_prior_of",
     "rating_step_of",

@@ -1,13 +1,15 @@
 """The reward-model configuration of an experiment: ensemble size, member seeds, rating scale.
 
 ``reward_config(cfg, num_items=..., rating_scale=..., rating_step=...)`` turns the experiment
-config's ``model`` block (the HSTU encoder) and ``reward`` block (window, head) into a
+config's ``model`` block (the encoder: ``model.kind`` HSTU or SASRec), top-level ``precision``
+(float32 or bf16) and ``reward`` block (window, head) into a
 :class:`~genrec_jax.models.reward.RewardConfig`. The rating step and the class prior of the
 output bias come from the training ratings (:func:`rating_step_of`, :func:`rating_prior_of`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from genrec_jax import sharding as shd
-from genrec_jax.models.hstu import HSTUConfig
+from genrec_jax.models.encoders import encoder_config
 from genrec_jax.models.reward import RewardConfig
 
 
@@ -53,16 +55,15 @@ def rating_prior_of(ratings: np.ndarray, rating_scale: Sequence[float],
 
 def reward_config(cfg, *, num_items: int, rating_scale: Sequence[float], rating_step: float,
                   mesh: Mesh | None = None, rating_prior: Sequence[float] = ()) -> RewardConfig:
-    """A :class:`RewardConfig` from the experiment config: the encoder from the ``model`` block
-    with the window ``reward.max_len`` (item table rows padded to the ``model`` mesh size), the
-    head from the ``reward`` block."""
-    m, r = cfg.model, cfg.reward
-    encoder = HSTUConfig(
-        num_items=int(num_items), max_len=int(r.max_len), dim=int(m.dim),
-        num_blocks=int(m.num_blocks), num_heads=int(m.num_heads), qk_dim=int(m.qk_dim),
-        v_dim=int(m.v_dim), dropout=float(m.dropout), num_time_buckets=int(m.num_time_buckets),
-        output_slots=int(m.get("output_slots", 0)),
-        table_multiple=1 if mesh is None else int(mesh.shape[shd.MODEL]), rating_inputs=True)
+    """A :class:`RewardConfig` from the experiment config: the encoder of kind ``model.kind``
+    (HSTU when absent) from the ``model`` block with the window ``reward.max_len`` (item table
+    rows padded to the ``model`` mesh size), rating inputs on, and the compute precision of the
+    top-level ``precision`` (float32 when absent); the head from the ``reward`` block."""
+    r = cfg.reward
+    encoder = encoder_config(cfg.model, num_items, max_len=int(r.max_len),
+                             table_multiple=1 if mesh is None else int(mesh.shape[shd.MODEL]),
+                             precision=str(cfg.get("precision", "float32")))
+    encoder = dataclasses.replace(encoder, rating_inputs=True)
     return RewardConfig(
         encoder=encoder, rating_scale=tuple(float(v) for v in rating_scale),
         rating_step=float(rating_step), head=str(r.head), hidden_dim=int(r.hidden_dim),

@@ -34,8 +34,8 @@ def fit_window(batch: Mapping[str, jax.Array], max_len: int) -> dict[str, jax.Ar
 
     The reward model's position table has ``max_len`` rows, so a caller with a longer window
     (e.g. a policy's evaluation rows) is cut to the events the model can see; padding keeps
-    every call at the shape the model was trained at (HSTU normalises attention by its
-    configured ``max_len``, so padding never changes a score)."""
+    every call at the shape the model was trained at; padding never changes a score (attention
+    is causal, and HSTU divides it by its configured padded length, not by the batch width)."""
     length = batch["inputs"].shape[1]
     out = dict(batch)
     keys = [k for k in batch if k != "lengths" and getattr(batch[k], "ndim", 0) == 2
@@ -55,25 +55,32 @@ def fit_window(batch: Mapping[str, jax.Array], max_len: int) -> dict[str, jax.Ar
     return out
 
 
-def _ensemble_score(graphdef, max_len, params, batch, items):
-    batch = fit_window(batch, max_len)
+def _ensemble_score(graphdef, params, batch, items):
     return jax.vmap(lambda p: bind(graphdef, p).score(batch, items))(params)
 
 
-def _ensemble_positions(graphdef, max_len, params, batch):
-    length = batch["inputs"].shape[1]
-    batch = fit_window(batch, max_len)
-    out = jax.vmap(lambda p: bind(graphdef, p).predict_positions(batch))(params)
-    return out[:, :, :length]
+def _ensemble_positions(graphdef, params, batch):
+    return jax.vmap(lambda p: bind(graphdef, p).predict_positions(batch))(params)
 
 
-def _ensemble_reward(graphdef, max_len, params, batch, items):
-    return _ensemble_score(graphdef, max_len, params, batch, items[:, None])[..., 0]
+def _ensemble_reward(graphdef, params, batch, items):
+    return _ensemble_score(graphdef, params, batch, items[:, None])[..., 0]
 
 
-_score_jit = jax.jit(_ensemble_score, static_argnums=(0, 1))
-_reward_jit = jax.jit(_ensemble_reward, static_argnums=(0, 1))
-_positions_jit = jax.jit(_ensemble_positions, static_argnums=(0, 1))
+# The models are compiled for rows of exactly ``max_len`` (one compilation per batch size);
+# re-windowing rows of another width is a separate, small compilation, so a judge that sees
+# rollouts of several widths compiles the model once.
+_window_jit = jax.jit(fit_window, static_argnums=1)
+_score_jit = jax.jit(_ensemble_score, static_argnums=0)
+_reward_jit = jax.jit(_ensemble_reward, static_argnums=0)
+_positions_jit = jax.jit(_ensemble_positions, static_argnums=0)
+
+
+def _windowed(batch: dict[str, jax.Array], max_len: int) -> dict[str, jax.Array]:
+    """``batch`` as rows of exactly ``max_len`` (:func:`fit_window`; unchanged when it is)."""
+    if batch["inputs"].shape[1] == max_len:
+        return batch
+    return _window_jit(batch, max_len)
 
 
 class RewardEnsemble:
@@ -101,15 +108,15 @@ class RewardEnsemble:
         items = jnp.asarray(items, jnp.int32)
         if items.ndim != 2:
             raise ValueError(f"score: items must be [B, K], got shape {items.shape}")
-        return _score_jit(self.graphdef, self.config.max_len, self.params, _model_inputs(batch),
-                          items)
+        batch = _windowed(_model_inputs(batch), self.config.max_len)
+        return _score_jit(self.graphdef, self.params, batch, items)
 
     def reward_fn(self, batch, items) -> jax.Array:
         items = jnp.asarray(items, jnp.int32)
         if items.ndim != 1:
             raise ValueError(f"reward_fn: items must be [B], got shape {items.shape}")
-        return _reward_jit(self.graphdef, self.config.max_len, self.params, _model_inputs(batch),
-                           items)
+        batch = _windowed(_model_inputs(batch), self.config.max_len)
+        return _reward_jit(self.graphdef, self.params, batch, items)
 
     __call__ = reward_fn
 
@@ -124,8 +131,9 @@ class RewardEnsemble:
         if batch["inputs"].shape[1] > self.config.max_len:
             raise ValueError(f"predict_positions: rows of length {batch['inputs'].shape[1]} "
                              f"exceed the reward model's max_len {self.config.max_len}")
-        return _positions_jit(self.graphdef, self.config.max_len, self.params,
-                              _model_inputs(batch, (*MODEL_KEYS, "targets")))
+        length = batch["inputs"].shape[1]
+        batch = _windowed(_model_inputs(batch, (*MODEL_KEYS, "targets")), self.config.max_len)
+        return _positions_jit(self.graphdef, self.params, batch)[:, :, :length]
 
 
 def predict_rows(ensemble: RewardEnsemble, rows: Mapping[str, np.ndarray], *,

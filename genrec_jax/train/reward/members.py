@@ -87,9 +87,14 @@ def init_ensemble_state(params, optimizer: optax.GradientTransformation, seeds: 
     user_masks = np.asarray(user_masks, np.float32)
     if user_masks.ndim != 2 or user_masks.shape[0] != num_members:
         raise ValueError(f"user_masks must be [M={num_members}, U], got {user_masks.shape}")
+    # The optimizer state is placed (committed) like the parameters it mirrors: left
+    # uncommitted, the step's first call would compile for one placement and its second for
+    # the placement of its own output.
+    single = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), params)
+    opt_shardings = _stacked_shardings(jax.eval_shape(optimizer.init, single), mesh)
     return {
         "params": params,
-        "opt_state": jax.jit(jax.vmap(optimizer.init))(params),
+        "opt_state": jax.jit(jax.vmap(optimizer.init), out_shardings=opt_shardings)(params),
         "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
         "rng": jax.device_put(jnp.stack([jax.random.PRNGKey(int(s) + 1) for s in seeds]), rep),
         "user_mask": jax.device_put(jnp.asarray(user_masks), rep),
@@ -109,6 +114,11 @@ def make_ensemble_step(optimizer: optax.GradientTransformation):
     Member m's weights are ``batch["weights"] · user_mask[m, batch["user"]]``. The state is
     donated. Metrics: ``loss`` (mean over members), ``loss_min``, ``loss_max``, ``grad_norm``
     (mean over members).
+
+    The new state keeps exactly the shardings of the state passed in (metrics are replicated):
+    left to itself the compiler returns e.g. ``P()`` for a ``P(None)`` input or a
+    ``NamedSharding`` for a single-device one, and the second step would compile the whole
+    step again. One jitted function is kept per sharding layout of the state.
     """
 
     def member_step(graphdef, member, batch):
@@ -132,4 +142,19 @@ def make_ensemble_step(optimizer: optax.GradientTransformation):
                    "loss_max": jnp.max(losses), "grad_norm": jnp.mean(norms)}
         return dict(new, step=state["step"] + 1), metrics
 
-    return jax.jit(step, static_argnums=0, donate_argnums=1)
+    jitted = {}
+
+    def call(graphdef, state, batch):
+        leaves, treedef = jax.tree.flatten(state)
+        layout = (treedef, tuple(x.sharding for x in leaves))
+        fn = jitted.get(layout)
+        if fn is None:
+            shardings = jax.tree.unflatten(treedef, list(layout[1]))
+            counter = state["step"].sharding
+            replicated = (NamedSharding(counter.mesh, P()) if isinstance(counter, NamedSharding)
+                          else counter)
+            fn = jitted[layout] = jax.jit(step, static_argnums=0, donate_argnums=1,
+                                          out_shardings=(shardings, replicated))
+        return fn(graphdef, state, batch)
+
+    return call

@@ -60,10 +60,17 @@ class TrainedEnsemble:
     folder: str | None
 
 
+def optimizer_and_step(optimizer_cfg) -> tuple:
+    """``(optimizer, step)`` for an optimizer config (a mapping, e.g. ``cfg.optimizer``): one
+    optimizer and one jitted ensemble step (:func:`make_ensemble_step`) per distinct config, so
+    that the seeds of an ablation (same shapes) share one compilation."""
+    to_dict = getattr(optimizer_cfg, "to_dict", None)
+    plain = to_dict() if to_dict is not None else dict(optimizer_cfg)
+    return _optimizer_and_step(json.dumps(plain, sort_keys=True))
+
+
 @functools.lru_cache(maxsize=4)
 def _optimizer_and_step(optimizer_json: str):
-    """One optimizer and one jitted ensemble step per optimizer config, so that the seeds of an
-    ablation (same shapes) share one compilation."""
     optimizer = make_optimizer(json.loads(optimizer_json))
     return optimizer, make_ensemble_step(optimizer)
 
@@ -102,7 +109,7 @@ def train_reward_ensemble(cfg, workdir: str | None = None, *, data: PreparedData
     prior = rating_prior_of(np.delete(ds.ratings, data.split.test_pos), scale, rating_step)
     rcfg = reward_config(cfg, num_items=ds.num_items, rating_scale=scale,
                          rating_step=rating_step, mesh=mesh, rating_prior=prior)
-    optimizer, step_fn = _optimizer_and_step(json.dumps(cfg.optimizer.to_dict(), sort_keys=True))
+    optimizer, step_fn = optimizer_and_step(cfg.optimizer)
 
     holdout = float(cfg.reward.holdout_fraction)
     rows = reward_rows(ds, max_len=rcfg.max_len, seed=seed, holdout_fraction=holdout,
