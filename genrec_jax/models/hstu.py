@@ -59,6 +59,7 @@ _INIT = nnx.initializers.normal(stddev=0.02)
 _LN_EPS = 1e-6
 _L2_EPS = 1e-6
 _TIME_LOG_BASE = 0.301
+RATING_LEVELS = 11  # half-star levels: 0 = no rating, 1 = 0.5 stars, ..., 10 = 5 stars
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +142,22 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def embed_events(batch, item_emb, pos_emb, rating_emb=None, *, dropout_rate: float, key,
+                 dtype) -> jax.Array:
+    """The block inputs of HSTU and SASRec: ``item_emb[ids]·√D + pos_emb[position]`` (+
+    ``rating_emb[level]`` with ``level = clip(round(2·rating), 0, RATING_LEVELS − 1)``, a
+    half-star grid, 0 = no rating), dropout, padding rows zeroed, cast to ``dtype``. Positions
+    are ``batch["positions"]`` in packed batches, else ``0..L−1``. ``[B, L]`` → ``[B, L, D]``."""
+    ids = batch["inputs"]
+    pos = pos_emb[batch["positions"]] if "positions" in batch else pos_emb[: ids.shape[1]][None]
+    x = item_emb[ids] * math.sqrt(item_emb.shape[-1]) + pos
+    if rating_emb is not None:
+        levels = jnp.clip(jnp.round(2.0 * batch["ratings"]), 0, RATING_LEVELS - 1)
+        x = x + rating_emb[levels.astype(jnp.int32)]
+    x = dropout(x, dropout_rate, key)
+    return jnp.where((ids != 0)[..., None], x, 0.0).astype(dtype)
 
 
 def time_buckets(query_ts: jax.Array, key_ts: jax.Array, num_buckets: int) -> jax.Array:
@@ -232,23 +249,15 @@ class HSTU(nnx.Module):
                                  * math.sqrt(2.0 / (n + c.dim)))
         if c.rating_inputs:
             # Ratings enter on a half-star grid: level = round(2 · rating), 0 = no rating.
-            self.rating_emb = nnx.Param(_INIT(rngs.params(), (11, c.dim)))
+            self.rating_emb = nnx.Param(_INIT(rngs.params(), (RATING_LEVELS, c.dim)))
         self.blocks = nnx.List([HSTUBlock(c, rngs=rngs) for _ in range(c.num_blocks)])
 
     def embed(self, batch, key=None) -> jax.Array:
         """[B, L] ids → [B, L, D] block inputs in the compute dtype (padding rows 0)."""
         c = self.config
-        ids = batch["inputs"]
-        if "positions" in batch:
-            pos = self.pos_emb[...][batch["positions"]]
-        else:
-            pos = self.pos_emb[...][: ids.shape[1]][None]
-        x = self.item_emb[...][ids] * math.sqrt(c.dim) + pos
-        if c.rating_inputs:
-            levels = jnp.clip(jnp.round(2.0 * batch["ratings"]), 0, 10).astype(jnp.int32)
-            x = x + self.rating_emb[...][levels]
-        x = dropout(x, c.dropout, key)
-        return jnp.where((ids != 0)[..., None], x, 0.0).astype(c.compute_dtype)
+        return embed_events(batch, self.item_emb[...], self.pos_emb[...],
+                            self.rating_emb[...] if c.rating_inputs else None,
+                            dropout_rate=c.dropout, key=key, dtype=c.compute_dtype)
 
     def encode(self, batch, *, dropout_key: jax.Array | None = None) -> jax.Array:
         """[B, L] batch → [B, L, D] L2-normalised user vectors (position i sees events ≤ i)."""

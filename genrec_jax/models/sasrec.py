@@ -53,7 +53,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from genrec_jax.models.hstu import HSTU, attention_mask, dropout, l2_normalize
+from genrec_jax.models.hstu import (HSTU, RATING_LEVELS, attention_mask, dropout, embed_events,
+                                    l2_normalize)
 from genrec_jax.models.precision import check_precision, compute_dtype
 
 __all__ = ["SASRec", "SASRecBlock", "SASRecConfig"]
@@ -62,7 +63,6 @@ _LN_EPS = 1e-8
 _KERNEL_INIT = nnx.initializers.xavier_uniform()
 _MASKED = -1e30
 _KEYS_PER_BLOCK = 4  # attention weights, attention output, FFN hidden, FFN output
-_RATING_LEVELS = 11  # half-star levels 0 (unknown), 1 (0.5 stars), ..., 10 (5 stars)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,8 +169,8 @@ class SASRec(nnx.Module):
         self.pos_emb = nnx.Param(_glorot_normal(rngs.params(), c.max_len, (c.max_len, c.dim)))
         if c.rating_inputs:
             # Ratings enter on a half-star grid: level = round(2 · rating), 0 = no rating.
-            self.rating_emb = nnx.Param(_glorot_normal(rngs.params(), _RATING_LEVELS,
-                                                       (_RATING_LEVELS, c.dim)))
+            self.rating_emb = nnx.Param(_glorot_normal(rngs.params(), RATING_LEVELS,
+                                                       (RATING_LEVELS, c.dim)))
         self.blocks = nnx.List([SASRecBlock(c, rngs=rngs) for _ in range(c.num_blocks)])
         self.final_norm = nnx.LayerNorm(c.dim, epsilon=_LN_EPS, dtype=c.compute_dtype,
                                         param_dtype=jnp.float32, rngs=rngs)
@@ -183,16 +183,9 @@ class SASRec(nnx.Module):
         if ids.shape[1] > c.max_len:
             raise ValueError(f"SASRec: batch width {ids.shape[1]} exceeds the position table "
                              f"(SASRecConfig.max_len={c.max_len})")
-        if "positions" in batch:
-            pos = self.pos_emb[...][batch["positions"]]
-        else:
-            pos = self.pos_emb[...][: ids.shape[1]][None]
-        x = self.item_emb[...][ids] * math.sqrt(c.dim) + pos
-        if c.rating_inputs:
-            levels = jnp.clip(jnp.round(2.0 * batch["ratings"]), 0, _RATING_LEVELS - 1)
-            x = x + self.rating_emb[...][levels.astype(jnp.int32)]
-        x = dropout(x, c.dropout, key)
-        return jnp.where((ids != 0)[..., None], x, 0.0).astype(c.compute_dtype)
+        return embed_events(batch, self.item_emb[...], self.pos_emb[...],
+                            self.rating_emb[...] if c.rating_inputs else None,
+                            dropout_rate=c.dropout, key=key, dtype=c.compute_dtype)
 
     def encode(self, batch, *, dropout_key: jax.Array | None = None) -> jax.Array:
         """[B, L] batch → [B, L, D] float32 L2-normalised user vectors (position i sees events
