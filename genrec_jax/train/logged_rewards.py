@@ -68,6 +68,18 @@ def rm_position_rewards(scorer: Scorer, train, *, batch_size: int = 64) -> np.nd
     return np.where(train["weights"] > 0, np.concatenate(out), 0.0).astype(np.float32)
 
 
+def expected_reward(logits, score, key, num_samples: int) -> jax.Array:
+    """``E_{a~softmax(logits)} r̂(a)`` per state: ``logits [..., V]``, ``score(cand [..., K]) ->
+    [..., K]`` rewards of candidate items. ``num_samples = K > 0``: the mean over K items drawn
+    with replacement (``key``); ``0``: exact, ``Σ_a softmax(logits)_a r̂(a)`` over all V items.
+    Returns ``[...]``. Shared by A-SFT's value baseline and PPO's."""
+    if num_samples <= 0:
+        cand = jnp.broadcast_to(jnp.arange(logits.shape[-1], dtype=jnp.int32), logits.shape)
+        return losses.value_baseline(logits, score(cand))
+    cand = jax.random.categorical(key, logits, axis=-1, shape=(num_samples, *logits.shape[:-1]))
+    return jnp.mean(score(jnp.moveaxis(cand, 0, -1).astype(jnp.int32)), axis=-1)
+
+
 def value_baseline_rows(graphdef, ref_params, scorer: Scorer, train, *, num_samples: int = 8,
                         seed: int = 0, rows: int | None = None) -> np.ndarray:
     """``[U, L]`` value baseline ``b(s_i) = E_{a~π_ref(·|s_i)}[ r̂(s_i, a) ]`` at every position.
@@ -91,13 +103,8 @@ def value_baseline_rows(graphdef, ref_params, scorer: Scorer, train, *, num_samp
             jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), (b, width)))
         excluded = first[:, None, :] <= jnp.arange(width)[None, :, None]
         logits = jnp.where(excluded, -jnp.inf, logits)
-        if num_samples <= 0:
-            cand = jnp.broadcast_to(jnp.arange(vocab, dtype=jnp.int32), (b, width, vocab))
-            values = scorer.positions(p_rm, batch, cand)
-            return losses.value_baseline(logits, values)
-        cand = jax.random.categorical(key, logits, axis=-1, shape=(num_samples, b, width))
-        cand = jnp.moveaxis(cand, 0, -1).astype(jnp.int32)
-        return jnp.mean(scorer.positions(p_rm, batch, cand), axis=-1)
+        return expected_reward(logits, lambda cand: scorer.positions(p_rm, batch, cand), key,
+                               num_samples)
 
     jfn = jax.jit(fn)
     keys = ("inputs", "timestamps", "query_timestamps", "ratings", "lengths", "targets", "user")

@@ -76,12 +76,8 @@ def reference_value(scorer_fn, rm_params, sb, ref_logits, key, num_samples: int)
     """``[B]`` ``E_{a~softmax(ref_logits)} RM(s, a)``: the mean RM score of ``num_samples``
     items drawn with replacement (``num_samples > 0``) or the exact expectation over all
     ``V`` items of ``ref_logits [B, V]`` (``0``)."""
-    b, vocab = ref_logits.shape
-    if num_samples <= 0:
-        cand = jnp.broadcast_to(jnp.arange(vocab, dtype=jnp.int32), (b, vocab))
-        return losses.value_baseline(ref_logits, scorer_fn(rm_params, sb, cand))
-    cand = jax.random.categorical(key, ref_logits, axis=-1, shape=(num_samples, b))
-    return jnp.mean(scorer_fn(rm_params, sb, cand.T.astype(jnp.int32)), axis=1)
+    return logged_rewards.expected_reward(ref_logits, lambda cand: scorer_fn(rm_params, sb, cand),
+                                          key, num_samples)
 
 
 def make_ppo_step(graphdef, optimizer: optax.GradientTransformation, scorer_fn, state=None, *,
