@@ -87,8 +87,6 @@ ML100K = dict(name="ml100k", num_items=1682, width=200, dim=50, num_blocks=2, nu
 LARGE = dict(name="large", num_items=3706, width=200, dim=256, num_blocks=8, num_heads=8,
              qk_dim=32, v_dim=32, dropout=0.2, num_negatives=128, packed=False)
 LARGE_BATCH = {"accelerator": 1024, "cpu": 64}
-# As pretraining draws them (experiments/configs/pretrain.py): R negatives per position.
-NEGATIVES_SHARE = 1
 
 # Dense peak FLOP/s by device kind (substring of jax.Device.device_kind, lower case):
 # {"bf16", "tf32", "float32"}; datasheet figures without sparsity.
@@ -234,8 +232,8 @@ def build_step(spec: Mapping[str, Any], kind: str, precision: str, seed: int = 0
     """``(step, graphdef, state, mesh)`` on a one-device mesh, built like ``pretrain`` builds
     them (same encoder config path, loss function, AdamW and ``make_train_step``)."""
     import jax  # noqa: PLC0415
-    import ml_collections  # noqa: PLC0415
 
+    from experiments.configs import pretrain as pretrain_config  # noqa: PLC0415
     from genrec_jax import sharding as shd  # noqa: PLC0415
     from genrec_jax.models.encoders import build_encoder, encoder_config  # noqa: PLC0415
     from genrec_jax.train.pretrain import next_item_loss_fn  # noqa: PLC0415
@@ -250,11 +248,13 @@ def build_step(spec: Mapping[str, Any], kind: str, precision: str, seed: int = 0
                  output_slots=11)
     mcfg = encoder_config(block, spec["num_items"], max_len=spec["width"], precision=precision)
     graphdef, params = init_params(lambda rngs: build_encoder(mcfg, rngs), seed, mesh)
-    optimizer = make_optimizer(ml_collections.ConfigDict(dict(learning_rate=1e-3, b2=0.98)))
+    # The pretraining config's optimizer and loss (negatives as pretraining draws them), with
+    # this spec's number of negatives.
+    train_cfg = pretrain_config.get_config()
+    optimizer = make_optimizer(train_cfg.optimizer)
     state = init_train_state(params, optimizer, seed, mesh)
-    loss_cfg = ml_collections.ConfigDict(dict(
-        kind="sampled", num_negatives=int(spec["num_negatives"]), negatives_mode="auto",
-        negatives_share=NEGATIVES_SHARE, impl="chunked", chunk_size=4096))
+    loss_cfg = train_cfg.loss
+    loss_cfg.num_negatives = int(spec["num_negatives"])
     step = make_train_step(next_item_loss_fn(loss_cfg, mesh), optimizer, state)
     return step, graphdef, state, mesh
 
