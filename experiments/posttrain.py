@@ -94,7 +94,12 @@ HEADLINE = ("ndcg@10", "hr@10", "mrr", "ndcg@10_liked", "judge_score", "true_rat
 
 
 def summary(metrics: dict) -> str:
-    """One line per headline metric: initial -> final."""
+    """One line per headline metric: initial -> final (the validation selection instead when
+    the run was not scored on the test set, ``eval.final_test=False``)."""
+    if "final" not in metrics:
+        v = metrics.get("validation") or {}
+        return (f"not scored on the test set (eval.final_test=False); best validation "
+                f"{v.get('metric')} {v.get('best_value')} at step {v.get('best_step')}")
     lines = []
     for key in HEADLINE:
         a, b = metrics["initial"].get(key), metrics["final"].get(key)

@@ -112,6 +112,7 @@ def run(cfg, workdir: str, *, verbose: bool = True) -> dict:
             "num_items": int(ds.num_items), "num_events": int(ds.num_events),
             "rating_scale": [float(v) for v in ds.rating_scale], "num_members": num_members,
             "num_seeds": num_seeds, "head": rcfg.head, "bootstrap": bool(cfg.reward.bootstrap),
+            "judge_users": str(cfg.reward.get("judge_users", "all")),
             "holdout_fraction": float(cfg.reward.holdout_fraction),
             "chunked": bool(cfg.reward.chunked),
             "train_rows": int(len(trained.rows.train["user"])),

@@ -21,13 +21,15 @@ from genrec_jax.eval.per_user import load_per_user
 # One seed, one landscape level and one λ point: the simulator's own, i.e. the main runs (the
 # other levels and points are checked with stand-in stages below).
 TINY = ("smoke=True,simulator.num_users=32,simulator.num_items=40,simulator.events_per_user=8:14,"
-        "data.max_len=12,landscape_noise=0.5,landscape_algos=asft,lambda_sweep=1.0")
+        "data.max_len=12,landscape_noise=0.5,landscape_algos=asft,lambda_sweep=1.0,"
+        "algos=" + ":".join(compare_config.ALGOS) + ",variants.asft_rm=asft:asft.reward_source="
+        "reward_model,variants.rwbc_exp=rwbc:rwbc.transform=exp;rwbc.beta=1.0")
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("compare"))
-    cfg = compare_config.get_config(TINY)
+    cfg = compare_config.get_config(TINY)  # smoke: one-point grids (two: test_compare_selection)
     # Compilation dominates this run (one train step per algorithm, all tiny): XLA's cheap
     # optimisation level halves it; the numbers checked here do not depend on it.
     before = jax.config.values.get("jax_disable_most_optimizations", False)
@@ -59,6 +61,13 @@ def test_outputs_have_one_finite_row_per_algorithm(finished):
     results = json.load(open(os.path.join(workdir, "results.json"), encoding="utf-8"))
     assert set(results["table"]) == {"pretrained", *cfg.algos, "asft_rm", "rwbc_exp"}
     assert list(results["reference"]) == refs
+    # Each row's validation selection (one-point grids here) with its budget.
+    assert set(results["selection"]) == {*cfg.algos, "asft_rm", "rwbc_exp"}
+    for row, seeds in results["selection"].items():
+        record = seeds["0"]
+        assert record["grid"] == ["optimizer.learning_rate=1e-3"] and record["selected"] == 0
+        assert 0 < record["updates"] <= cfg.select.max_updates, row
+        assert math.isfinite(record["selected_validation"]), row
     # The r*-greedy oracle is an upper bound on every policy's one-step true rating ...
     oracle = results["reference"]["oracle"]
     for name, row in results["table"].items():
@@ -67,6 +76,7 @@ def test_outputs_have_one_finite_row_per_algorithm(finished):
     # ... and reference rows are shown, in italics, never bold.
     md = open(os.path.join(workdir, "results.md"), encoding="utf-8").read()
     assert all(f"| {a} |" in md for a in cfg.algos)
+    assert "## Selected on validation" in md
     for r in refs:
         line = next(x for x in md.splitlines() if x.startswith(f"| *{r}* (reference) |"))
         assert "**" not in line
@@ -117,7 +127,7 @@ class FakeStages:
 def test_other_landscape_levels_train_one_rm_without_judge(tmp_path, monkeypatch):
     fake = FakeStages(monkeypatch)
     cfg = compare_config.get_config(TINY + ",landscape_noise=0.25:0.5:2.0,landscape_algos=bc:asft,"
-                                     "landscape_seeds=0:1")
+                                     "landscape_seeds=0:1,select.enabled=False")
     workdir = str(tmp_path)
     os.makedirs(os.path.join(workdir, "seed0"))
     land = compare_experiment.run_landscape(cfg, workdir)
@@ -145,8 +155,8 @@ def test_other_landscape_levels_train_one_rm_without_judge(tmp_path, monkeypatch
 def test_lambda_sweep_runs_the_other_points_only(tmp_path, monkeypatch):
     fake = FakeStages(monkeypatch)
     cfg = compare_config.get_config(TINY + ",lambda_sweep=0.3:1.0:3.0,variants.asft_rm=,"
-                                     "variants.rwbc_exp=")
-    rows, _ = compare_experiment.run_seed(cfg, str(tmp_path), 0, ("bc", "asft"),
+                                     "variants.rwbc_exp=,select.enabled=False")
+    rows, _, _ = compare_experiment.run_seed(cfg, str(tmp_path), 0, ("bc", "asft"),
                                           lams=(0.3, 1.0, 3.0))
     runs = {os.path.basename(p): c for p, c in fake.posttrain}
     assert sorted(runs) == ["asft", "asft_lam0.3", "asft_lam3", "bc"]
@@ -193,10 +203,10 @@ def _stage_metrics(workdir, row):
     """The metrics a row's table entry comes from (seed 0)."""
     seed = os.path.join(workdir, "seed0")
     if row == "pretrained":
-        return _load_json(seed, "bc", "metrics.json")["initial"]
+        return _load_json(seed, "bc", "stage.json")["result"]["initial"]
     if row.startswith("ref:"):
         return _load_json(seed, "reference", "stage.json")["result"][row[4:]]
-    return _load_json(seed, row, "metrics.json")["final"]
+    return _load_json(seed, row, "stage.json")["result"]["final"]
 
 
 def test_per_user_files_hold_the_reported_means(finished):
@@ -271,11 +281,13 @@ def test_paired_section_and_bold_rule(finished):
 def test_variant_rows_run_their_overrides(finished):
     _, workdir, summary = finished
     seed = os.path.join(workdir, "seed0")
-    assert _load_json(seed, "asft_rm", "config.json")["asft"]["reward_source"] == "reward_model"
-    assert _load_json(seed, "asft", "config.json")["asft"]["reward_source"] == "rating"
-    rwbc = _load_json(seed, "rwbc_exp", "config.json")["rwbc"]
+    # The runs of each row's (one-point) grid.
+    assert _load_json(seed, "asft_rm", "grid0", "config.json")["asft"]["reward_source"] == \
+        "reward_model"
+    assert _load_json(seed, "asft", "grid0", "config.json")["asft"]["reward_source"] == "rating"
+    rwbc = _load_json(seed, "rwbc_exp", "grid0", "config.json")["rwbc"]
     assert (rwbc["transform"], rwbc["beta"]) == ("exp", 1.0)
-    assert _load_json(seed, "rwbc_exp", "metrics.json")["algo"] == "rwbc"
+    assert _load_json(seed, "rwbc_exp", "grid0", "metrics.json")["algo"] == "rwbc"
     assert math.isfinite(summary["table"]["rwbc_exp"]["ndcg@10"]["mean"])
 
 
@@ -291,7 +303,7 @@ def test_variant_specs_are_checked():
     with pytest.raises(ValueError, match="world_seed must be -1"):
         compare_config.get_config("world_seed=-2")
     assert compare_config.get_config("full=True").seeds == (0, 1, 2, 3, 4)
-    assert compare_config.get_config().seeds == (0, 1, 2)
+    assert compare_config.get_config().seeds == (0, 1)
 
 
 def _world(cfg, seed):

@@ -92,6 +92,17 @@ def test_time_buckets_hand_values():
     assert int(time_buckets(jnp.array([[10**9]]), jnp.array([[0]]), 16)[0, 0, 0]) == 16
 
 
+def test_time_buckets_exact_for_unix_seconds():
+    # Gaps of 10 s and 100 s at ~1.5e9 s (float32 spacing there: 128 s): buckets 7 and 15
+    # (ln 100 / 0.301 = 15.3), as the reference's int64 difference gives; casting each
+    # timestamp to float32 first gave 0 for both.
+    t0 = 1_500_000_000
+    q = np.array([[t0 + 10, t0 + 100]], np.int64)
+    k = np.array([[t0, t0]], np.int64)
+    got = np.asarray(time_buckets(jnp.asarray(q), jnp.asarray(k), 128))[0, :, 0]
+    np.testing.assert_array_equal(got, [7, 15])
+
+
 def test_causality_later_items_do_not_change_earlier_outputs():
     model = _model()
     batch = random_train_batch(CFG.num_items, 2, CFG.max_len, seed=4, min_len=CFG.max_len)

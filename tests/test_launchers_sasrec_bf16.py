@@ -39,13 +39,15 @@ SHARED = ("smoke=True,model.kind=sasrec,precision=bf16,simulator.num_users=24,"
 
 
 def _compare_config():
-    """The compare smoke run with one algorithm (bc), no variants, λ sweep or landscape."""
+    """The compare smoke run with one algorithm (bc), no variants, λ sweep, landscape or
+    validation grid."""
     cfg = compare_config.get_config(SHARED)
     cfg.algos = ("bc",)
     for name in cfg.get("variants", {}):
         cfg.variants[name] = ""
     cfg.lambda_sweep = ()
     cfg.landscape_noise = ()
+    cfg.select.enabled = False  # one run per stage (the selection is tested elsewhere)
     # ``*_args`` are comma-separated, so they are set here rather than in the config string.
     cfg.pretrain_args = "epochs=1,batch_size=8"
     cfg.reward_args = ("reward.num_members=1,reward.num_seeds=1,reward.hidden_dim=8,"

@@ -196,7 +196,10 @@ def data_block(**overrides) -> ml_collections.ConfigDict:
     # pack: several users per row for training (exactly the same computation, less padding).
     # rating_scale (dataset=csv only): lo:hi accepts any rating in [lo, hi]; lo:hi:step also
     # requires lo + k·step (data.rating_scale=0.5:5:0.5 half stars, =1:10:1 a 1-10 scale).
-    block = dict(max_len=200, min_events=3, validation=False, pack=True, rating_scale=(1.0, 5.0))
+    # holdout: events held out per user for test (and for validation): 1 = leave-last-out; k > 1
+    # adds the graded multi-target metrics over the k held-out events (genrec_jax.eval.holdout).
+    block = dict(max_len=200, min_events=3, validation=False, holdout=1, pack=True,
+                 rating_scale=(1.0, 5.0))
     block.update(overrides)
     return ml_collections.ConfigDict(block)
 
@@ -216,6 +219,25 @@ def model_block(**overrides) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(block)
 
 
+def eval_block(**overrides) -> ml_collections.ConfigDict:
+    """Evaluation: ``batch_size``, ``exclude`` (history | window: the items banned from the
+    ranking) and the periodic evaluation of a training run (genrec_jax.train.validation):
+    ``every_epochs`` (0 = none; ``every_steps`` > 0 counts in optimizer steps instead),
+    ``curve_split`` (validation | test; the curve is
+    WORKDIR/eval_curve.jsonl), ``metric`` (maximised), ``patience`` (evaluations without
+    improvement before an early stop; 0 = never) and ``keep_best`` (end with the best
+    evaluation's state, saved in WORKDIR/best; downstream stages load that one). Selecting
+    (patience, keep_best) needs ``curve_split=validation`` and ``data.validation=True``.
+    ``final_test`` (post-training): score the test set at the end of the run; False leaves it
+    to a later ``genrec_jax.train.posttrain.score_on_test`` (a validation grid scores only the
+    configuration it selects)."""
+    block = dict(batch_size=256, exclude="history", every_epochs=0.0, every_steps=0,
+                 curve_split="validation", metric="ndcg@10", patience=0, keep_best=False,
+                 final_test=True)
+    block.update(overrides)
+    return ml_collections.ConfigDict(block)
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Fields every experiment has: data source, mesh, logging and checkpoints."""
     c = ml_collections.ConfigDict()
@@ -230,7 +252,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = model_block()
     c.precision = "float32"
     c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
-    c.eval = ml_collections.ConfigDict(dict(batch_size=256, exclude="history"))
+    c.eval = eval_block()
     c.checkpoint_every = 200
     c.keep_checkpoints = 3
     c.log_every = 20

@@ -10,6 +10,13 @@ MovieLens 100K (files read from a folder you give; or add download=True to fetch
 
 Smoke run (seconds): append ``:smoke=True`` (or ``,smoke=True``) to the config path.
 
+Learning curve, early stopping and the best state (genrec_jax.train.validation): e.g.
+``data.validation=True,eval.every_epochs=2,eval.patience=3,eval.keep_best=True`` evaluates on
+each user's validation event every 2 epochs (WORKDIR/eval_curve.jsonl), stops after 3
+evaluations without a better ``eval.metric`` (NDCG@10) and ends with the best state (in
+WORKDIR/best, which post-training loads); ``eval.curve_split=test`` records a test curve instead
+(no selection allowed on it).
+
 Encoder: ``model.kind=hstu`` (default) or ``model.kind=sasrec`` (Kang & McAuley 2018; the shared
 ``model`` block's D = 50, 2 blocks, 1 head, dropout 0.2 are SASRec's usual setting too), e.g.
 ``--config=experiments/configs/pretrain.py:smoke=True,model.kind=sasrec``. Mixed precision:

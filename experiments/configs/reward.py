@@ -66,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         head_dropout=0.5,       # dropout on the head's input features
         bias_gain=10.0,         # per-item bias = gain · parameter (a learning-rate multiplier)
         bootstrap=False,        # each member trains on a random half of the users
+        judge_users="all",      # "disjoint": member 0 on half the users, the judges on the rest
         holdout_fraction=0.1,   # share of training targets held out for split (b)
         max_len=50,             # RM window (padded length); judges re-window other batches
         chunked=True,           # older training events in extra windows (all are targets)

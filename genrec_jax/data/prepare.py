@@ -85,7 +85,8 @@ def prepare_data(cfg) -> PreparedData:
     if any(repairs.values()):
         _log.info("data repairs: %s", repairs)
     dataset = build_sequences(events)
-    split = leave_last_out(dataset, validation=bool(cfg.data.validation))
+    split = leave_last_out(dataset, validation=bool(cfg.data.validation),
+                           holdout=int(cfg.data.get("holdout", 1)))
     max_len = int(cfg.data.max_len)
     exclude = str(cfg.eval.exclude)
     test = eval_arrays(split, max_len, which="test", exclude=exclude)

@@ -147,8 +147,13 @@ class Split:
       validation: whether a validation target was held out.
       train_len: ``[U]`` number of training events; they are the first ``train_len[u]``
         events of user ``u``.
-      valid_pos: ``[U]`` index into the CSR arrays of the validation target, ``-1`` if none.
-      test_pos: ``[U]`` index into the CSR arrays of the test target.
+      valid_pos: ``[U]`` index into the CSR arrays of the validation target (the first event
+        of the validation block), ``-1`` if none.
+      test_pos: ``[U]`` index into the CSR arrays of the test target (the first event of the
+        test block).
+      holdout: ``k``, the events held out per user for each of test and validation.
+      block_len: ``[U]`` the user's block length (``k`` or fewer for short histories; all ones
+        when ``k = 1``).
     """
 
     dataset: SequenceDataset
@@ -156,6 +161,8 @@ class Split:
     train_len: np.ndarray
     valid_pos: np.ndarray
     test_pos: np.ndarray
+    holdout: int = 1
+    block_len: np.ndarray | None = None
 
     @property
     def num_users(self) -> int:
@@ -166,26 +173,38 @@ class Split:
         return self.dataset.num_items
 
 
-def leave_last_out(ds: SequenceDataset, *, validation: bool = False) -> Split:
-    """Hold out each user's last event (test) and, optionally, the one before (validation).
+def leave_last_out(ds: SequenceDataset, *, validation: bool = False, holdout: int = 1) -> Split:
+    """Hold out each user's last ``holdout = k`` events (test) and, optionally, the ``k``
+    before them (validation).
 
-    For user ``u`` with events ``e_0..e_{n-1}``: test target ``e_{n-1}``; validation target
-    ``e_{n-2}`` when ``validation``; training events: the rest. Users with too few events
-    for a training part (``n <= 1``, or ``n <= 2`` with validation) are kept: they still
-    have a test target (and a validation one if ``n >= 2``) and just contribute no training
-    rows (all-zero weights). A user with ``n == 1`` (or ``n == 1`` with validation) has no
-    history before its target; :func:`eval_arrays` marks such rows ``valid = 0``.
-    ``clean(min_events=3)`` removes all these cases.
+    ``k = 1`` (leave-last-out): for user ``u`` with events ``e_0..e_{n-1}``: test target
+    ``e_{n-1}``; validation target ``e_{n-2}`` when ``validation``; training events: the rest.
+    Users with too few events for a training part (``n <= 1``, or ``n <= 2`` with validation)
+    are kept: they still have a test target (and a validation one if ``n >= 2``) and just
+    contribute no training rows (all-zero weights). A user with ``n == 1`` (or ``n == 1`` with
+    validation) has no history before its target; :func:`eval_arrays` marks such rows
+    ``valid = 0``. ``clean(min_events=3)`` removes all these cases.
+
+    ``k > 1``: the test block is the last ``b`` events, the validation block the ``b`` before,
+    with ``b = min(k, max(⌊(n − 1) / (1 + validation)⌋, 1))`` so that a short history keeps at
+    least one event before its blocks; the block's first event is the next-item target (as for
+    ``k = 1``) and :func:`eval_arrays` adds the whole block (graded / multi-target metrics,
+    :mod:`genrec_jax.eval.multi_target`). Training events: those before the blocks.
     """
+    k = int(holdout)
+    if k < 1:
+        raise ValueError(f"holdout must be >= 1 event per user, got {holdout}")
     n = ds.lengths
     ends = ds.offsets[1:]
-    test_pos = (ends - 1).astype(np.int64)
+    v = int(bool(validation))
+    b = np.minimum(k, np.maximum((n - 1) // (1 + v), 1)).astype(np.int64)
+    test_pos = (ends - b).astype(np.int64)
     if validation:
-        valid_pos = np.where(n >= 2, ends - 2, -1).astype(np.int64)
+        valid_pos = np.where(n >= 2 * b, ends - 2 * b, -1).astype(np.int64)
     else:
         valid_pos = np.full(ds.num_users, -1, dtype=np.int64)
-    train_len = np.maximum(n - 1 - int(validation), 0).astype(np.int64)
-    return Split(ds, bool(validation), train_len, valid_pos, test_pos)
+    train_len = np.maximum(n - b * (1 + v), 0).astype(np.int64)
+    return Split(ds, bool(validation), train_len, valid_pos, test_pos, k, b)
 
 
 def _gather(values: np.ndarray, index: np.ndarray, mask: np.ndarray, dtype) -> np.ndarray:
@@ -239,9 +258,10 @@ def eval_arrays(
     ``i+1`` for ``i < length-1`` and the target's timestamp at ``i = length-1``.
     ``lengths [U]``, ``target [U]``, ``target_rating [U]``, ``user [U]``.
     ``valid [U]`` float32: 1, or 0 for users without such a target or without any event
-    before it. ``exclude [U, H]`` 0-padded item ids not to rank: ``"history"`` = every item
-    of the user's whole history before the target, in order (``H`` = the longest such
-    history, at least 1); ``"window"`` = the items of the truncated input window
+    before it. With ``split.holdout = k > 1`` also the held-out block that starts at the target:
+    ``block_items``, ``block_ratings`` and ``block_valid`` ``[U, k]``. ``exclude [U, H]``
+    0-padded item ids not to rank: ``"history"`` = every item of the user's whole history
+    before the target, in order (``H`` = the longest such history, at least 1); ``"window"`` = the items of the truncated input window
     (``H = max_len``). The target itself may appear in ``exclude`` (a re-consumption);
     ranking never excludes the target.
     """
@@ -279,6 +299,8 @@ def eval_arrays(
         "user": np.arange(ds.num_users, dtype=np.int32),
         "valid": (has_target & (lengths > 0)).astype(np.float32),
     }
+    if split.holdout > 1:
+        out.update(_block_arrays(split, target_pos, has_target))
     if exclude == "window":
         out["exclude"] = inputs.copy()
     else:
@@ -286,6 +308,24 @@ def eval_arrays(
         h = np.arange(width)[None, :]
         out["exclude"] = _gather(ds.items, begin[:, None] + h, h < hist_len[:, None], np.int32)
     return out
+
+
+def _block_arrays(split: Split, target_pos: np.ndarray, has_target: np.ndarray):
+    """``block_items``, ``block_ratings`` ``[U, k]`` and ``block_valid [U, k]`` (float32) of the
+    held-out block starting at ``target_pos`` (a repeated item keeps its first slot only)."""
+    ds = split.dataset
+    k = split.holdout
+    j = np.arange(k)[None, :]
+    mask = has_target[:, None] & (j < split.block_len[:, None])
+    idx = target_pos[:, None] + j
+    items = _gather(ds.items, idx, mask, np.int32)
+    repeat = np.zeros_like(mask)
+    for a in range(1, k):  # k is small (e.g. 5): pairwise check of earlier slots
+        repeat[:, a] = np.any((items[:, :a] == items[:, a:a + 1]) & mask[:, :a], axis=1)
+    mask &= ~repeat
+    return {"block_items": np.where(mask, items, 0).astype(np.int32),
+            "block_ratings": _gather(ds.ratings, idx, mask, np.float32),
+            "block_valid": mask.astype(np.float32)}
 
 
 def item_popularity(split: Split) -> np.ndarray:

@@ -26,13 +26,16 @@ import numpy as np
 from genrec_jax.eval.paired_stats import paired_table
 
 COLUMNS = ("ndcg@10", "hr@10", "mrr", "ndcg@10_liked", "hr@10_liked", "mrr_liked",
-           "judge_score", "judge_std", "true_rating@1", "true_rating@10", "regret@1",
-           "regret@10", "true_value")
+           "graded_ndcg@10", "pairwise_acc", "block_hr@10", "block_ndcg@10",
+           "judge_score", "judge_std", "true_ndcg@10", "true_rating@1", "true_rating@10",
+           "regret@1", "regret@10", "true_value")
 
 
 # Per-user metrics compared pairwise (those a run has; the truth ones on the simulator only).
 PAIRED_METRICS = ("ndcg@10", "hr@10", "mrr", "ndcg@10_liked", "hr@10_liked", "mrr_liked",
-                  "true_rating@1", "true_rating@10", "regret@1", "regret@10", "true_value")
+                  "graded_ndcg@10", "pairwise_acc", "block_hr@10", "block_ndcg@10",
+                  "true_ndcg@10", "true_rating@1", "true_rating@10", "regret@1", "regret@10",
+                  "true_value")
 # Columns where lower is better.
 LOWER_IS_BETTER = ("regret@1", "regret@10", "judge_std")
 
@@ -167,8 +170,53 @@ def paired_markdown(paired: Mapping, baseline: str = "bc", *, alpha: float = 0.0
     return lines
 
 
+def _count_cell(stat: Mapping[str, float]) -> str:
+    if not math.isfinite(stat["mean"]):
+        return "–"
+    return f"{stat['mean']:.0f} ± {stat['std']:.0f}"
+
+
+def seed_paired_gaps(per_seed: Sequence[Mapping[str, Mapping[str, float]]], rows: Sequence[str],
+                     column: str, baseline: str) -> dict[str, dict[str, float]]:
+    """``{row: {"mean_diff", "se", "n"}}``: a column without per-user values (the judge score)
+    compared with ``baseline`` seed by seed (same world, same users): the mean over seeds of
+    ``row − baseline`` and its standard error (std over seeds / √n; NaN with one seed)."""
+    out = {}
+    for row in rows:
+        diffs = [float(r[row][column]) - float(r[baseline][column]) for r in per_seed
+                 if column in r.get(row, {}) and column in r.get(baseline, {})]
+        diffs = [d for d in diffs if math.isfinite(d)]
+        if not diffs:
+            continue
+        se = (float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs)) if len(diffs) > 1
+              else float("nan"))
+        out[row] = {"mean_diff": float(np.mean(diffs)), "se": se, "n": len(diffs)}
+    return out
+
+
+def selection_markdown(selection: Mapping[str, Mapping]) -> list[str]:
+    """Markdown lines of the validation selection: per row, the grid size, the configuration
+    selected on each seed, the mean validation score of the selected points and the mean
+    optimizer updates / training rows they used."""
+    lines = ["## Selected on validation", "",
+             "| algorithm | grid | selected (per seed) | validation | updates | samples |",
+             "|---|---|---|---|---|---|"]
+    for row, seeds in selection.items():
+        records = [seeds[s] for s in sorted(seeds, key=int)]
+        if not records:
+            continue
+        picks = "; ".join(f"s{s}: {seeds[s]['selected_overrides'] or '(defaults)'}"
+                          for s in sorted(seeds, key=int))
+        val = _cell(mean_std([r["selected_validation"] for r in records]))
+        upd = _count_cell(mean_std([r.get("updates") or float("nan") for r in records]))
+        smp = _count_cell(mean_std([r.get("samples") or float("nan") for r in records]))
+        lines.append(f"| {row} | {len(records[0]['grid'])} | {picks} | {val} | {upd} | {smp} |")
+    return lines
+
+
 def write_tables(workdir: str, table, *, title: str, notes: Sequence[str] = (),
-                 reference=None, paired=None, paired_info=None, baseline: str = "bc") -> None:
+                 reference=None, paired=None, paired_info=None, baseline: str = "bc",
+                 selection=None, extra=None, sections: Sequence[str] = ()) -> None:
     """results.md (markdown), results.csv (mean/std columns), results.json.
 
     ``reference`` (optional, same form as ``table``): rows of reference policies (most popular,
@@ -178,7 +226,12 @@ def write_tables(workdir: str, table, *, title: str, notes: Sequence[str] = (),
     results.json (with ``paired_info``), drawn as a second table (difference to ``baseline``);
     a main-table cell is bold only when the row's paired interval against ``baseline``
     excludes 0 in the favourable direction (:func:`favourable`), so without ``paired`` nothing
-    is bold. ``"winners"`` in results.json still names the best mean per column."""
+    is bold. ``"winners"`` in results.json still names the best mean per column.
+    ``selection`` (optional): ``{row: {seed: record}}`` of the validation selection (each record:
+    ``grid``, ``validation`` per point, ``selected_overrides``, ``selected_validation``,
+    ``updates``, ``samples``), stored under ``"selection"`` and drawn as a third table
+    (:func:`selection_markdown`). ``extra``: more top-level entries of results.json;
+    ``sections``: more markdown lines, appended."""
     reference = dict(reference or {})
     paired = dict(paired or {})
     cols = present_columns({**table, **reference})
@@ -202,6 +255,8 @@ def write_tables(workdir: str, table, *, title: str, notes: Sequence[str] = (),
               "without per-user values (judge score) and reference rows are never bold.",
               *notes, ""]
     lines += paired_markdown(paired, baseline) + [""] if paired else []
+    lines += selection_markdown(selection) + [""] if selection else []
+    lines += list(sections) + [""] if sections else []
     with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     with open(os.path.join(workdir, "results.csv"), "w", encoding="utf-8", newline="") as f:
@@ -213,7 +268,8 @@ def write_tables(workdir: str, table, *, title: str, notes: Sequence[str] = (),
                                       for c in cols for s in ("mean", "std")])
     with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"table": table, "reference": reference, "winners": best, "title": title,
-                   "notes": list(notes), "paired": paired, "paired_info": dict(paired_info or {})},
+                   "notes": list(notes), "paired": paired, "paired_info": dict(paired_info or {}),
+                   "selection": dict(selection or {}), **dict(extra or {})},
                   f, indent=2)
 
 
@@ -268,14 +324,57 @@ def plot_judge_vs(path: str, table, x_cols: Sequence[str]) -> None:
     plt.close(fig)
 
 
+def landscape_winners(series: Mapping[str, Sequence[dict]]) -> list[dict]:
+    """Per level: ``{"best", "runner_up", "margin", "se", "clear"}``: the algorithm with the
+    highest mean, the second, the difference of their means, its standard error over seeds
+    (``sqrt(s1²/n1 + s2²/n2)``; NaN with one seed) and ``clear`` = the margin exceeds twice that
+    error (a region is only a winner's when ``clear``; otherwise the top two tie)."""
+    algos = list(series)
+    levels = len(next(iter(series.values()))) if series else 0
+    out = []
+    for i in range(levels):
+        ranked = sorted(algos, key=lambda a: -series[a][i]["mean"]
+                        if math.isfinite(series[a][i]["mean"]) else math.inf)
+        best = series[ranked[0]][i]
+        if len(ranked) < 2:
+            out.append({"best": ranked[0], "runner_up": None, "margin": float("nan"),
+                        "se": float("nan"), "clear": False})
+            continue
+        second = series[ranked[1]][i]
+        margin = best["mean"] - second["mean"]
+        n1, n2 = best.get("n", 1), second.get("n", 1)
+        se = (math.sqrt(best["std"] ** 2 / n1 + second["std"] ** 2 / n2)
+              if min(n1, n2) > 1 else float("nan"))
+        out.append({"best": ranked[0], "runner_up": ranked[1], "margin": margin, "se": se,
+                    "clear": bool(math.isfinite(se) and margin > 2 * se)})
+    return out
+
+
 def plot_landscape(path: str, xs: Sequence[float], series: Mapping[str, Sequence[dict]], *,
                    xlabel: str, ylabel: str) -> None:
-    """One line (mean ± std) per algorithm against a swept knob (e.g. reward-model RMSE)."""
+    """One line (mean ± std) per algorithm against a swept knob (e.g. reward-model RMSE), the
+    x-range of each level shaded in its winner's colour where the win is clear
+    (:func:`landscape_winners`) and hatched grey where the top two tie."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
+    colours = {}
     for algo, stats in series.items():
-        ax.errorbar(xs, [s["mean"] for s in stats], yerr=[s["std"] for s in stats], marker="o",
-                    capsize=3, label=algo)
+        line = ax.errorbar(xs, [s["mean"] for s in stats], yerr=[s["std"] for s in stats],
+                           marker="o", capsize=3, label=algo)
+        colours[algo] = line[0].get_color()
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    sx = [float(xs[i]) for i in order]
+    edges = ([sx[0] - 0.5 * (sx[1] - sx[0])] if len(sx) > 1 else [sx[0] - 0.5]) + \
+        [0.5 * (a + b) for a, b in zip(sx, sx[1:])] + \
+        ([sx[-1] + 0.5 * (sx[-1] - sx[-2])] if len(sx) > 1 else [sx[0] + 0.5])
+    wins = landscape_winners(series)
+    for k, i in enumerate(order):
+        w = wins[i]
+        if w["clear"]:
+            ax.axvspan(edges[k], edges[k + 1], color=colours[w["best"]], alpha=0.12, lw=0)
+        else:
+            ax.axvspan(edges[k], edges[k + 1], facecolor="none", edgecolor="0.7", hatch="//",
+                       lw=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8, ncol=2)

@@ -42,6 +42,15 @@ MovieLens 100K, but a noisier gradient that measurably lowered NDCG@10 / MRR the
 Initialisation is the one the reference's parameters end up with: item embeddings truncated
 N(0, 0.02); ``W_uvqk``, ``w_p``, ``w_t`` N(0, 0.02); positions N(0, 2 / (N + D)) (Glorot normal
 over the ``[N, D]`` table); ``W_o`` variance 1 / fan-in with bias U(±1/√fan-in).
+
+Parity with the public reference (``benchmarks/reference_parity.py``): with the reference's
+weights, training rows and negatives, one training step gives the same loss, gradients and
+AdamW update to float32 rounding (≤ 5e-7), and our training and test rows equal its rows on
+MovieLens 100K and on a sparse simulated catalogue. Deliberate remaining differences: ``W_o`` is
+truncated-normal with variance 1 / fan-in where the reference draws Glorot-uniform (variance
+2 / (fan-in + fan-out): the same at the default D = v_dim = 50); the random streams (initial
+values, dropout masks, negatives, batch order) differ, so single runs differ by seed noise.
+The relative-time buckets are computed from exact integer differences, as in the reference.
 """
 
 from __future__ import annotations
@@ -161,9 +170,15 @@ def embed_events(batch, item_emb, pos_emb, rating_emb=None, *, dropout_rate: flo
 
 
 def time_buckets(query_ts: jax.Array, key_ts: jax.Array, num_buckets: int) -> jax.Array:
-    """bucket[b, i, j] = clip(floor(ln(max(|q_i − k_j|, 1)) / 0.301), 0, num_buckets)."""
-    delta = query_ts[:, :, None].astype(jnp.float32) - key_ts[:, None, :].astype(jnp.float32)
-    bucket = jnp.floor(jnp.log(jnp.maximum(jnp.abs(delta), 1.0)) / _TIME_LOG_BASE)
+    """bucket[b, i, j] = clip(floor(ln(max(|q_i − k_j|, 1)) / 0.301), 0, num_buckets).
+
+    The difference is taken in the timestamps' integer dtype (exact, as the reference does in
+    int64) and only then cast to float32: unix seconds (~1.5e9) cast first would be rounded to
+    multiples of 128 s, which put 13% of the MovieLens 100K attention pairs (every gap under a
+    few minutes, e.g. a rating session) in the wrong bucket."""
+    delta = query_ts[:, :, None] - key_ts[:, None, :]
+    delta = jnp.abs(delta).astype(jnp.float32)
+    bucket = jnp.floor(jnp.log(jnp.maximum(delta, 1.0)) / _TIME_LOG_BASE)
     return jnp.clip(bucket, 0, num_buckets).astype(jnp.int32)
 
 

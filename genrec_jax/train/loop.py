@@ -43,8 +43,12 @@ def resume(checkpointer: Checkpointer | None, state, *, verbose: bool = True):
 def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], mesh,
         num_steps: int, frozen: Sequence = (), checkpointer: Checkpointer | None = None,
         writer: MetricWriter | None = None, log_every: int = 50, meta: dict | None = None,
-        verbose: bool = True, describe=None):
+        verbose: bool = True, describe=None, monitor=None):
     """Runs steps ``state["step"] .. num_steps − 1``; returns ``(state, last_metrics, timing)``.
+
+    ``monitor`` (a :class:`genrec_jax.train.validation.EvalMonitor`) evaluates after the steps it
+    is due at and may stop the run early; a stopped run is checkpointed at the step it stopped
+    and trains no further when resumed. Its evaluation time is not part of ``step_seconds``.
 
     ``timing``: ``first_step_seconds`` (includes compilation) and ``step_seconds`` (mean wall
     time of the later steps, including batch preparation and the per-step loss check).
@@ -58,7 +62,11 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
     metrics = {}
     t_start = time.perf_counter()
     t_first = None
+    t_eval = 0.0  # seconds spent in the monitor's evaluations (excluded from step_seconds)
+    last = start
     for step in range(start, num_steps):
+        if monitor is not None and monitor.stopped:
+            break
         host_batch = batch_at(step)
         if talk and step == start:
             print(start_line(start=start, total=num_steps, batch=host_batch, mesh=mesh,
@@ -74,15 +82,29 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
         progress.step_done(done)
         if t_first is None:
             t_first = time.perf_counter()
+        last = done
+        stop = False
+        if monitor is not None:
+            t0 = time.perf_counter()
+            stop = monitor(done, state, last_step=num_steps)
+            t_eval += time.perf_counter() - t0
         if checkpointer is not None:
             checkpointer.save(done, state, dict(meta or {}, data_step=done),
-                              force=done == num_steps)
+                              force=done == num_steps or stop)
         if done % log_every == 0 or done == num_steps:
             if writer is not None:
                 writer.write(done, jax.device_get(metrics), prefix="train/")
             progress.log(done, loss)
+        if stop:
+            if talk:
+                print(f"early stop at step {done}: no better {monitor.metric} for "
+                      f"{monitor.patience} evaluations (best at step {monitor.best_step})",
+                      flush=True)
+            break
     t_end = time.perf_counter()
-    later = num_steps - start - 1
+    later = last - start - 1
     timing = {"first_step_seconds": (t_first - t_start) if t_first else 0.0,
-              "step_seconds": (t_end - t_first) / later if later > 0 else float("nan")}
+              "step_seconds": ((t_end - t_first - t_eval) / later if later > 0
+                               else float("nan")),
+              "steps_done": last}
     return state, metrics, timing

@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from genrec_jax.data.prepare import PreparedData
+from genrec_jax.eval.holdout import block_per_user
 from genrec_jax.eval.judge import judge_rollout
 from genrec_jax.eval.model_eval import model_score_fn
 from genrec_jax.eval.ranking import evaluate, nan_means
+from genrec_jax.eval.reference_policies import oracle_score_fn
 from genrec_jax.eval.truth import SimIds, simulator_truth
 
 
@@ -59,13 +61,17 @@ def _truth_per_user(data: PreparedData, score_fn, *, batch_size: int, ks, horizo
 
 
 def evaluate_scores(score_fn, data: PreparedData, *, batch_size: int = 256, judge=None,
-                    horizon: int = 3, gamma: float = 0.9, ks=(1, 10)) -> dict[str, Any]:
+                    horizon: int = 3, gamma: float = 0.9, ks=(1, 10), truth: bool = True
+                    ) -> dict[str, Any]:
     """Every evaluation figure of one next-item scorer ``score_fn(batch) -> [B, V]`` on
     ``data.test``: the ranking metrics of :func:`~genrec_jax.eval.ranking.evaluate`, the judge
     score (if ``judge``, a RewardEnsemble) and on the simulator the truth of the greedy
     recommendations (top-``ks`` true rating, regret, ``true_value`` over ``horizon`` steps with
-    discount ``gamma``). ``per_user``: ``{"user": [N] dense user index, metric: [N] float64}``
-    for every metric with a per-user value; each of those means is their nan-mean."""
+    discount ``gamma``, ``true_ndcg@10``), and with a held-out block per user (``data.holdout``
+    > 1) the block metrics of :mod:`genrec_jax.eval.holdout`. ``per_user``: ``{"user": [N]
+    dense user index, metric: [N] float64}`` for every metric with a per-user value; each of
+    those means is their nan-mean.
+    ``truth=False`` skips the simulator's truth (ranking metrics and judge only)."""
     ranking = dict(evaluate(score_fn, data.test, batch_size=batch_size, return_per_user=True))
     per_user: dict[str, np.ndarray] = dict(ranking.pop("per_user"))
     out: dict[str, Any] = ranking
@@ -74,7 +80,11 @@ def evaluate_scores(score_fn, data: PreparedData, *, batch_size: int = 256, judg
                           gamma=float(gamma), batch_size=batch_size)
         out.update(judge_score=j["judge_score"], judge_std=j["judge_std"],
                    judge_rel_std=j["judge_rel_std"], judge_per_member=j["per_judge"])
-    if data.simulator is not None:
+    gains_fn = (oracle_score_fn(data.simulator, SimIds.from_dataset(data.dataset))
+                if data.simulator is not None and truth else None)
+    per_user.update(block_per_user(score_fn, data.test, num_columns=data.dataset.num_items + 1,
+                                   batch_size=batch_size, gains_fn=gains_fn))
+    if data.simulator is not None and truth:
         per_user.update(_truth_per_user(data, score_fn, batch_size=batch_size, ks=ks,
                                         horizon=int(horizon), gamma=float(gamma)))
     out.update(nan_means(per_user))
@@ -85,12 +95,12 @@ def evaluate_scores(score_fn, data: PreparedData, *, batch_size: int = 256, judg
 
 
 def evaluate_policy(graphdef, params, data: PreparedData, *, batch_size: int = 256, judge=None,
-                    horizon: int = 3, gamma: float = 0.9, per_user: bool = False
-                    ) -> dict[str, Any]:
+                    horizon: int = 3, gamma: float = 0.9, per_user: bool = False,
+                    truth: bool = True) -> dict[str, Any]:
     """:func:`evaluate_scores` of a next-item model; ``per_user=False`` drops the per-user
     arrays (the means are the same either way)."""
     out = evaluate_scores(model_score_fn(graphdef, params), data, batch_size=batch_size,
-                          judge=judge, horizon=horizon, gamma=gamma)
+                          judge=judge, horizon=horizon, gamma=gamma, truth=truth)
     if not per_user:
         out.pop("per_user")
     return out

@@ -56,6 +56,7 @@ from genrec_jax.train.pretrained import (check_compatible, copy_params, load_ini
 from genrec_jax.train.scorers import (Scorer, ensemble_member_scorer, table_scorer,
                                       true_rating_table)
 from genrec_jax.train.state import init_train_state, make_optimizer
+from genrec_jax.train.validation import monitor_from_config
 
 LOSS_IMPLS = ("reference", "chunked", "sharded", "pallas")
 # The pretrained (initial) policy's per-user metrics, next to the final policy's per_user.npz.
@@ -71,6 +72,8 @@ __all__ = [
     "post_dropout",
     "posttrain",
     "restore_pretrained",
+    "score_on_test",
+    "test_report",
     "train_arrays_for",
     "training_scorer",
     "true_reward_metrics",
@@ -127,6 +130,21 @@ def judge_ensemble(ensemble, train_member: int | None):
 # ---------------------------------------------------------------------------------------------
 # The trainer.
 # ---------------------------------------------------------------------------------------------
+
+
+TRUTH_PREFIXES = ("true_", "best_rating", "regret")
+
+
+def split_evaluator(graphdef, data: PreparedData, split: str, batch_size: int,
+                    metric: str = "ndcg@10"):
+    """``params -> metrics`` of the policy on ``split`` ("validation": each user's validation
+    event, its input the events before it; "test"): the ranking metrics and, on the simulator
+    when ``metric`` is one of its truth figures (e.g. ``true_rating@10``), the truth at that
+    split's states (no judge: it is reported once, at the end)."""
+    view = dataclasses.replace(data, test=data.valid) if split == "validation" else data
+    truth = str(metric).startswith(TRUTH_PREFIXES)
+    return lambda params: evaluate_policy(graphdef, policy_params(params), view,
+                                          batch_size=batch_size, truth=truth)
 
 
 def post_dropout(cfg, pretrained_rate: float) -> float:
@@ -214,9 +232,7 @@ def posttrain(cfg, workdir: str, *, init_dir: str, reward_dir: str | None = None
         judges, judge_overlap = judge_ensemble(ensemble, train_member)
     eval_kw = dict(batch_size=int(cfg.eval.batch_size), judge=judges,
                    horizon=int(cfg.judge.horizon), gamma=float(cfg.judge.gamma))
-
-    initial = evaluate_policy(graphdef, ref_params, data, per_user=True, **eval_kw)
-    initial_per_user = initial.pop("per_user")
+    final_test = bool(cfg.eval.get("final_test", True))
     arrays, column_info = train_arrays_for(cfg, data, scorer=scorer, graphdef=graphdef,
                                            ref_params=ref_params)
     optimizer = make_optimizer(cfg.optimizer)
@@ -236,6 +252,12 @@ def posttrain(cfg, workdir: str, *, init_dir: str, reward_dir: str | None = None
                         keep=int(cfg.keep_checkpoints))
     state, _ = loop.resume(ckpt, state)
     writer = MetricWriter(workdir, enabled=main_process)
+    monitor = monitor_from_config(
+        cfg.eval, lambda split: split_evaluator(graphdef, data, split, eval_kw["batch_size"],
+                                                str(cfg.eval.metric)),
+        workdir=workdir, steps_per_epoch=batcher.batches_per_epoch, writer=writer,
+        start_step=int(jax.device_get(state["step"])),
+        validation_available=data.valid is not None, enabled=main_process)
     t_train = time.perf_counter()
     state, last, timing = loop.run(step_fn=step_fn, graphdef=graphdef, state=state,
                                    batch_at=batcher.batch_at, mesh=mesh, num_steps=num_steps,
@@ -246,24 +268,35 @@ def posttrain(cfg, workdir: str, *, init_dir: str, reward_dir: str | None = None
                                    describe={"posttrain": str(cfg.algo),
                                              "dataset": str(cfg.dataset),
                                              "users": data.dataset.num_users,
-                                             "items": data.dataset.num_items})
+                                             "items": data.dataset.num_items},
+                                   monitor=monitor)
     train_seconds = time.perf_counter() - t_train
-    final = evaluate_policy(graphdef, policy_params(state["params"]), data, per_user=True,
-                            **eval_kw)
+    num_steps = int(timing["steps_done"])
+    selection = {}
+    if monitor is not None:
+        selection = {"validation": monitor.summary(), "curve": monitor.curve}
+        if bool(cfg.eval.keep_best):
+            state = monitor.restore_best(state)
+        monitor.close()
     head = state["params"].get(HEAD_KEY) if isinstance(state["params"], dict) else None
-    final_per_user = final.pop("per_user")
-    for prefix, block in (("test/initial/", initial), ("test/", final)):
-        writer.write(num_steps, {k: v for k, v in block.items()
-                                 if isinstance(v, float) and math.isfinite(v)}, prefix=prefix)
+    report = (test_report(graphdef, ref_params, policy_params(state["params"]), data, eval_kw,
+                          workdir=workdir if main_process else None)
+              if final_test else {})
+    for prefix, key in (("test/initial/", "initial"), ("test/", "final")):
+        if key in report:
+            writer.write(num_steps, {k: v for k, v in report[key].items()
+                                     if isinstance(v, float) and math.isfinite(v)},
+                         prefix=prefix)
     writer.close()
     ckpt.close()
     metrics = {
         "algo": str(cfg.algo),
         "config": json.loads(cfg.to_json_best_effort()),
-        "initial": initial,
-        "final": final,
-        "delta": metric_delta(initial, final),
+        **report,
+        **selection,
         "train": {"steps": num_steps, "epochs": num_steps / batcher.batches_per_epoch,
+                  "updates": num_steps * algo.updates_per_step(block),
+                  "samples": num_steps * int(cfg.batch_size),
                   "seconds": train_seconds,
                   "compile_seconds": timing["first_step_seconds"],
                   "last": {k: float(v) for k, v in jax.device_get(last).items()},
@@ -281,7 +314,64 @@ def posttrain(cfg, workdir: str, *, init_dir: str, reward_dir: str | None = None
         "total_seconds": time.perf_counter() - t_start,
     }
     if main_process:
-        save_per_user(os.path.join(workdir, PER_USER_FILE), final_per_user)
-        save_per_user(os.path.join(workdir, INITIAL_PER_USER_FILE), initial_per_user)
+        write_json(os.path.join(workdir, "metrics.json"), metrics)
+    return metrics
+
+
+def test_report(graphdef, ref_params, params, data: PreparedData, eval_kw: dict, *,
+                workdir: str | None = None) -> dict[str, Any]:
+    """``{"initial", "final", "delta"}``: the test evaluation of the pretrained policy
+    ``ref_params`` (skipped when None: ``{"final"}`` only) and of the post-trained ``params``
+    (:func:`evaluate_policy` with ``eval_kw``); with ``workdir``, their per-user metrics go to
+    ``per_user_initial.npz`` / ``per_user.npz`` there."""
+    out = {}
+    for key, p, name in (("initial", ref_params, INITIAL_PER_USER_FILE),
+                         ("final", params, PER_USER_FILE)):
+        if p is None:
+            continue
+        out[key] = evaluate_policy(graphdef, p, data, per_user=True, **eval_kw)
+        rows = out[key].pop("per_user")
+        if workdir is not None:
+            save_per_user(os.path.join(workdir, name), rows)
+    if "initial" in out:
+        out["delta"] = metric_delta(out["initial"], out["final"])
+    return out
+
+
+def score_on_test(workdir: str, *, init_dir: str, reward_dir: str | None = None,
+                  data: PreparedData | None = None, initial: bool = True) -> dict[str, Any]:
+    """The test evaluation of a finished post-training run trained with ``eval.final_test=False``
+    (e.g. one point of a validation grid, scored only once it is selected): its selected policy
+    (``workdir/best`` when it kept the best validation state, else its last checkpoint) and the
+    pretrained one from ``init_dir``, judged by the reward ensemble of ``reward_dir`` as
+    :func:`posttrain` would. Adds ``initial`` / ``final`` / ``delta`` to ``workdir/metrics.json``
+    and writes the per-user files; returns the updated metrics. ``initial=False`` skips the
+    pretrained policy (only ``final``)."""
+    cfg = load_init_config(workdir)
+    with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    mesh = shd.mesh_from_config(cfg.mesh)
+    data = data or prepare_data(cfg)
+    precision = str(cfg.get("precision", "float32"))
+    graphdef, ref_params, _ = restore_pretrained(init_dir, data.dataset.num_items, mesh,
+                                                 precision=precision)
+    # The run's architecture is its init's (posttrain builds the policy from init_dir's config,
+    # whatever its own model block says).
+    run_cfg = load_init_config(workdir)
+    run_cfg.model = load_init_config(init_dir).model
+    _, params, _ = restore_pretrained(workdir, data.dataset.num_items, mesh, precision=precision,
+                                      init_cfg=run_cfg)
+    judges = None
+    if reward_dir and bool(cfg.judge.enabled):
+        from genrec_jax.train.reward import load_ensemble
+
+        train_member = int(cfg.reward.train_member) if str(cfg.reward.model) == "ensemble" else None
+        judges, _ = judge_ensemble(load_ensemble(reward_dir, mesh=mesh), train_member)
+    eval_kw = dict(batch_size=int(cfg.eval.batch_size), judge=judges,
+                   horizon=int(cfg.judge.horizon), gamma=float(cfg.judge.gamma))
+    main_process = jax.process_index() == 0
+    metrics.update(test_report(graphdef, ref_params if initial else None, params, data, eval_kw,
+                               workdir=workdir if main_process else None))
+    if main_process:
         write_json(os.path.join(workdir, "metrics.json"), metrics)
     return metrics

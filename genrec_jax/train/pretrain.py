@@ -23,6 +23,7 @@ from genrec_jax.train.metrics_writer import MetricWriter
 from genrec_jax.train.next_item import mean_over_targets, next_item_losses
 from genrec_jax.train.state import init_params, init_train_state, make_optimizer
 from genrec_jax.train.step import make_train_step
+from genrec_jax.train.validation import monitor_from_config
 
 
 def model_config(cfg, num_items: int, mesh) -> EncoderConfig:
@@ -81,6 +82,17 @@ def pretrain(cfg, workdir: str, *, data: PreparedData | None = None, verbose: bo
                         keep=int(cfg.keep_checkpoints))
     state, _ = loop.resume(ckpt, state)
     writer = MetricWriter(workdir, enabled=main_process)
+    eval_bs = int(cfg.eval.batch_size)
+
+    def evaluate_on(split):
+        arrays = data.valid if split == "validation" else data.test
+        return lambda params: evaluate_model(graphdef, params, arrays, batch_size=eval_bs)
+
+    monitor = monitor_from_config(cfg.eval, evaluate_on, workdir=workdir,
+                                  steps_per_epoch=steps_per_epoch, writer=writer,
+                                  start_step=int(jax.device_get(state["step"])),
+                                  validation_available=data.valid is not None,
+                                  enabled=main_process)
     step_fn = make_train_step(next_item_loss_fn(cfg.loss, mesh), optimizer, state)
     state, _, timing = loop.run(step_fn=step_fn, graphdef=graphdef, state=state,
                         batch_at=batcher.batch_at, mesh=mesh, num_steps=num_steps,
@@ -89,15 +101,24 @@ def pretrain(cfg, workdir: str, *, data: PreparedData | None = None, verbose: bo
                         describe={"pretrain": str(cfg.get("model", {}).get("kind", "hstu")),
                                   "dataset": cfg.dataset, "users": data.dataset.num_users,
                                   "items": data.dataset.num_items,
-                                  "steps/epoch": steps_per_epoch})
-    metrics = evaluate_model(graphdef, state["params"], data.test, batch_size=int(cfg.eval.batch_size))
+                                  "steps/epoch": steps_per_epoch}, monitor=monitor)
+    selection = {}
+    if monitor is not None:
+        selection = {"validation": monitor.summary(), "steps_done": timing["steps_done"]}
+        if bool(cfg.eval.keep_best):
+            state = monitor.restore_best(state)
+        monitor.close()
+    metrics = evaluate_model(graphdef, state["params"], data.test, batch_size=eval_bs)
     metrics["popularity"] = evaluate_popularity(data)
-    metrics.update(steps=num_steps, epochs=num_steps / steps_per_epoch,
+    done = int(timing["steps_done"])
+    metrics.update(steps=done, epochs=done / steps_per_epoch,
                    compile_seconds=timing["first_step_seconds"],
                    seconds_per_epoch=timing["step_seconds"] * steps_per_epoch,
                    dataset=str(cfg.dataset),
-                   num_users=int(data.dataset.num_users), num_items=int(data.dataset.num_items))
-    writer.write(num_steps, {k: v for k, v in metrics.items() if isinstance(v, float)},
+                   num_users=int(data.dataset.num_users), num_items=int(data.dataset.num_items),
+                   **selection)
+    writer.write(done, {k: v for k, v in metrics.items()
+                        if isinstance(v, float) and math.isfinite(v)},
                  prefix="test/")
     writer.close()
     ckpt.close()

@@ -20,6 +20,7 @@ from genrec_jax.train.algorithms.heads import HEAD_KEY, policy_params
 from genrec_jax.train.checkpoint import Checkpointer
 from genrec_jax.train.pretrain import model_config
 from genrec_jax.train.state import make_optimizer
+from genrec_jax.train.validation import BEST_DIR
 
 
 def load_init_config(init_dir: str) -> ml_collections.ConfigDict:
@@ -51,8 +52,8 @@ def _plain(x):
 
 def check_compatible(cfg, init_cfg) -> None:
     """Raises ValueError unless ``cfg`` describes the data the pretrained model was trained on
-    (dataset, simulator knobs, ``data.max_len`` / ``min_events`` / ``validation``) with the
-    same encoder (``model.kind``; configs without it mean HSTU)."""
+    (dataset, simulator knobs, ``data.max_len`` / ``min_events`` / ``validation`` / ``holdout``)
+    with the same encoder (``model.kind``; configs without it mean HSTU)."""
     kind, init_kind = (str(c.get("model", {}).get("kind", "hstu")) for c in (cfg, init_cfg))
     if kind != init_kind:
         raise ValueError(f"model.kind={kind} in this config but the pretrained run (--init "
@@ -65,9 +66,11 @@ def check_compatible(cfg, init_cfg) -> None:
         a, b = _plain(cfg.simulator), _plain(init_cfg.simulator)
         diffs += [f"simulator.{k}: {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b))
                   if a.get(k) != b.get(k)]
-    for key in ("max_len", "min_events", "validation"):
-        if _plain(cfg.data[key]) != _plain(init_cfg.data[key]):
-            diffs.append(f"data.{key}: {cfg.data[key]} vs {init_cfg.data[key]}")
+    defaults = {"holdout": 1}  # configs saved before a key existed
+    for key in ("max_len", "min_events", "validation", "holdout"):
+        a, b = (_plain(c.data.get(key, defaults.get(key))) for c in (cfg, init_cfg))
+        if a != b:
+            diffs.append(f"data.{key}: {a} vs {b}")
     if diffs:
         raise ValueError("the post-training data differ from the pretraining run's (this config "
                          "vs --init config.json): " + "; ".join(diffs))
@@ -83,9 +86,20 @@ def _with_table(params, table_size: int):
     return dict(params, item_emb=fixed)
 
 
+def checkpoint_dir(init_dir: str, step: int | None = None) -> str:
+    """The checkpoint folder a run is loaded from: ``best/`` (the state its validation
+    selected, ``eval.keep_best``) when it holds one and no ``step`` is asked for, else
+    ``checkpoints/``."""
+    best = os.path.join(os.fspath(init_dir), BEST_DIR)
+    if step is None and os.path.isdir(best) and any(n.isdigit() for n in os.listdir(best)):
+        return best
+    return os.path.join(os.fspath(init_dir), "checkpoints")
+
+
 def restore_pretrained(init_dir: str, num_items: int, mesh, *, dropout: float | None = None,
                        precision: str | None = None, init_cfg=None, step: int | None = None):
-    """``(graphdef, params, encoder_config)`` from the latest (or ``step``) checkpoint of a
+    """``(graphdef, params, encoder_config)`` from the selected (:func:`checkpoint_dir`: the best
+    on validation when the run kept it, else the latest) or ``step``-th checkpoint of a
     pretraining workdir, restored onto ``mesh`` (item table row-sharded over ``model``).
 
     The architecture comes from ``init_dir/config.json``; ``dropout`` (if given) replaces the
@@ -126,7 +140,7 @@ def restore_pretrained(init_dir: str, num_items: int, mesh, *, dropout: float | 
     target = {"params": params_t, "opt_state": opt_t,
               "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
               "rng": jax.ShapeDtypeStruct(key_t.shape, key_t.dtype, sharding=rep)}
-    ckpt = Checkpointer(os.path.join(os.fspath(init_dir), "checkpoints"))
+    ckpt = Checkpointer(checkpoint_dir(init_dir, step))
     try:
         if ckpt.latest_step is None:
             raise FileNotFoundError(f"--init={init_dir}: no checkpoint in {ckpt.directory}")

@@ -134,6 +134,7 @@ register(Algorithm(
     build=build,
     reward_model=True,
     dropout=0.0,
+    update_epochs_key="epochs",
     smoke={"group_size": 4},
     in_comparison=True,
 ))

@@ -194,5 +194,6 @@ register(Algorithm(
     columns=columns,
     column_keys=("user_mean",),
     dropout=0.0,
+    update_epochs_key="epochs",
     smoke={"epochs": 2, "value_samples": 4},
 ))

@@ -21,6 +21,9 @@ with everything the trainer and the configs need to know about it:
   :func:`~genrec_jax.train.algorithms.heads.policy_params` of it (the plain policy);
   ``head_keys(block) -> names``: the names ``init_head`` gives, known without data (restoring
   a saved run needs them);
+* ``update_epochs_key``: the block key counting gradient updates per training step (the
+  on-policy methods' ``epochs``: one rollout, then that many updates), or None (one update per
+  step); :meth:`Algorithm.updates_per_step` reads it, so budgets can be equalised in updates;
 * ``in_comparison``: whether ``experiments.compare`` runs it by default.
 
 ``names()`` lists the algorithms in registration order (the comparison's row order).
@@ -90,6 +93,13 @@ class Algorithm:
     in_comparison: bool = True
     init_head: Callable[..., Mapping[str, Any] | None] | None = None
     head_keys: Callable[[ml_collections.ConfigDict], tuple[str, ...]] | None = None
+    update_epochs_key: str | None = None
+
+    def updates_per_step(self, block) -> int:
+        """Optimizer updates one training step makes with this block (≥ 1)."""
+        if self.update_epochs_key is None:
+            return 1
+        return max(int(block[self.update_epochs_key]), 1)
 
     def config(self, smoke: bool = False) -> ml_collections.ConfigDict:
         """A fresh config block of the defaults (with the smoke overrides if ``smoke``)."""

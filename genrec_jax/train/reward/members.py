@@ -59,6 +59,22 @@ def init_ensemble(config: RewardConfig, seeds: Sequence[int], mesh: Mesh | None 
     return graphdef, params
 
 
+def disjoint_masks(num_users: int, num_members: int, seed: int,
+                   train_member: int = 0) -> np.ndarray:
+    """``[M, U]`` float32 for independent judges: member ``train_member`` (the reward model
+    post-training optimises) on a random half A of the users, every other member (the judges)
+    on the other half B, so no judge has seen a user that trained it."""
+    check_num_members(num_members)
+    if not 0 <= int(train_member) < num_members:
+        raise ValueError(f"train_member {train_member} is not a member of an ensemble of "
+                         f"{num_members}")
+    half = np.zeros(num_users, np.float32)
+    half[np.random.default_rng(seed).permutation(num_users)[: (num_users + 1) // 2]] = 1.0
+    masks = np.tile(1.0 - half, (num_members, 1))
+    masks[int(train_member)] = half
+    return masks
+
+
 def bootstrap_masks(num_users: int, num_members: int, seed: int,
                     enabled: bool = True) -> np.ndarray:
     """``[M, U]`` float32: each member's random half of the users (all ones when disabled)."""

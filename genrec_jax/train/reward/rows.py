@@ -58,9 +58,11 @@ def _windows(start: int, stop: int, max_len: int, chunked: bool) -> list[tuple[i
 
 
 def reward_rows(dataset, *, max_len: int, holdout_fraction: float = 0.0, seed: int = 0,
-                chunked: bool = False) -> RewardRows:
+                chunked: bool = False, train_len=None) -> RewardRows:
     """Builds :class:`RewardRows` from a ``SequenceDataset`` (CSR ``offsets/items/ratings/
-    timestamps``, each user's events chronological). Train = all but each user's last event.
+    timestamps``, each user's events chronological). Train = each user's first ``train_len[u]``
+    events (default: all but the last one; pass ``split.train_len`` so that no validation or
+    test event of the split trains a reward model), test = the event right after them.
     Exactly ``round(holdout_fraction · #targets)`` training targets, drawn uniformly with
     ``seed``, are held out."""
     if not 0.0 <= float(holdout_fraction) < 1.0:
@@ -73,6 +75,9 @@ def reward_rows(dataset, *, max_len: int, holdout_fraction: float = 0.0, seed: i
     stamps = np.asarray(dataset.timestamps, np.int64)
     num_users = len(offsets) - 1
     length = int(max_len)
+    lengths = np.diff(offsets)
+    train_len = (np.maximum(lengths - 1, 0) if train_len is None
+                 else np.minimum(np.asarray(train_len, np.int64), lengths))
 
     # Event index of every input / target position (−1 = padding), one row per window.
     first, extra = [], []
@@ -80,11 +85,11 @@ def reward_rows(dataset, *, max_len: int, holdout_fraction: float = 0.0, seed: i
     test_event = np.full(num_users, -1, np.int64)
     for u in range(num_users):
         start, stop = int(offsets[u]), int(offsets[u + 1])
-        train_stop = stop - 1                     # the last event is the test event
+        train_stop = start + int(train_len[u])    # the next event is the test event
         windows = _windows(start, train_stop, length, chunked)
         first.append((u, windows[0] if windows else (start, start)))
         extra.extend((u, w) for w in windows[1:])
-        if train_stop > start:
+        if start < train_stop < stop:
             hist = np.arange(max(start, train_stop - length), train_stop)
             test_hist[u, :len(hist)] = hist
             test_event[u] = train_stop
@@ -137,9 +142,8 @@ def reward_rows(dataset, *, max_len: int, holdout_fraction: float = 0.0, seed: i
         "target_rating": ratings[test_event[has_test]].astype(np.float32),
         "user": np.flatnonzero(has_test).astype(np.int32),
     }
-    user_of = np.repeat(np.arange(num_users), np.diff(offsets))
-    is_train = np.ones(len(items), bool)
-    is_train[offsets[1:][offsets[1:] > offsets[:-1]] - 1] = False   # every user's last event
+    user_of = np.repeat(np.arange(num_users), lengths)
+    is_train = np.arange(len(items)) - offsets[:-1][user_of] < train_len[user_of]
     fit = is_train & ~held
     ho = tg_idx[heldout]
     return RewardRows(

@@ -8,7 +8,8 @@ Used by the reward ablation (``experiments.reward``, once per seed) and by the p
 smoke run (``experiments.posttrain.smoke_reward``). Steps: the rating step and the class prior
 of the training events (every event but each user's last) → :func:`reward_config` → rows
 (:func:`reward_rows`, ``reward.holdout_fraction`` / ``reward.chunked``) → M members seeded
-``member_seeds(seed, M)`` (bootstrap halves of the users with ``reward.bootstrap``) → the vmapped
+``member_seeds(seed, M)`` (bootstrap halves of the users with ``reward.bootstrap``, or the
+training member and the judges on disjoint halves with ``reward.judge_users="disjoint"``) → the vmapped
 step for ``epochs × batches per epoch`` steps (or ``num_steps`` when > 0) on shuffled batches
 of ``batch_size`` rows → saved in ``workdir/reward_ensemble`` when ``workdir`` is given.
 """
@@ -32,8 +33,8 @@ from genrec_jax.train import loop
 from genrec_jax.train.reward.config import (check_num_members, member_seeds, rating_prior_of,
                                             rating_step_of, reward_config)
 from genrec_jax.train.reward.ensemble import RewardEnsemble
-from genrec_jax.train.reward.members import (bootstrap_masks, init_ensemble, init_ensemble_state,
-                                             make_ensemble_step)
+from genrec_jax.train.reward.members import (bootstrap_masks, disjoint_masks, init_ensemble,
+                                             init_ensemble_state, make_ensemble_step)
 from genrec_jax.train.reward.rows import RewardRows, reward_rows
 from genrec_jax.train.reward.storage import save_ensemble
 from genrec_jax.train.state import make_optimizer
@@ -75,6 +76,38 @@ def _optimizer_and_step(optimizer_json: str):
     return optimizer, make_ensemble_step(optimizer)
 
 
+JUDGE_USERS = ("all", "disjoint")
+
+
+def training_events(split) -> np.ndarray:
+    """``[E]`` bool: the events of the split's training part (each user's first
+    ``train_len`` events)."""
+    ds = split.dataset
+    user = np.repeat(np.arange(ds.num_users), ds.lengths)
+    return np.arange(ds.num_events) - ds.offsets[:-1][user] < split.train_len[user]
+
+
+def member_masks(reward_cfg, num_users: int, num_members: int, seed: int) -> np.ndarray:
+    """Which users train which member: all (default), random bootstrap halves
+    (``reward.bootstrap``), or ``reward.judge_users="disjoint"``: the training member
+    (``reward.train_member``, default 0) on one half of the users and the judges on the other
+    (:func:`disjoint_masks`)."""
+    judge_users = str(reward_cfg.get("judge_users", "all"))
+    if judge_users not in JUDGE_USERS:
+        raise ValueError(f"reward.judge_users must be one of {JUDGE_USERS}, got {judge_users!r}")
+    if judge_users == "disjoint":
+        if bool(reward_cfg.get("bootstrap", False)):
+            raise ValueError("reward.judge_users=disjoint and reward.bootstrap=True both choose "
+                             "each member's users; use one")
+        if num_members < 2:
+            raise ValueError("reward.judge_users=disjoint needs at least 2 members (the "
+                             "training reward model and a judge)")
+        return disjoint_masks(num_users, num_members, seed,
+                              int(reward_cfg.get("train_member", 0)))
+    return bootstrap_masks(num_users, num_members, seed,
+                           enabled=bool(reward_cfg.get("bootstrap", False)))
+
+
 def train_reward_ensemble(cfg, workdir: str | None = None, *, data: PreparedData | None = None,
                           seed: int | None = None, num_members: int | None = None,
                           epochs: int | None = None, mesh: Mesh | None = None,
@@ -105,18 +138,19 @@ def train_reward_ensemble(cfg, workdir: str | None = None, *, data: PreparedData
     ds = data.dataset
     scale = tuple(float(v) for v in ds.rating_scale)
     rating_step = rating_step_of(ds.ratings)
-    # The output-bias prior: rating class frequencies of all training events (not test events).
-    prior = rating_prior_of(np.delete(ds.ratings, data.split.test_pos), scale, rating_step)
+    # The output-bias prior: rating class frequencies of the split's training events (no
+    # validation or test event).
+    prior = rating_prior_of(ds.ratings[training_events(data.split)], scale, rating_step)
     rcfg = reward_config(cfg, num_items=ds.num_items, rating_scale=scale,
                          rating_step=rating_step, mesh=mesh, rating_prior=prior)
     optimizer, step_fn = optimizer_and_step(cfg.optimizer)
 
     holdout = float(cfg.reward.holdout_fraction)
     rows = reward_rows(ds, max_len=rcfg.max_len, seed=seed, holdout_fraction=holdout,
-                       chunked=bool(cfg.reward.chunked))
+                       chunked=bool(cfg.reward.chunked), train_len=data.split.train_len)
     seeds = member_seeds(seed, num_members)
     graphdef, params = init_ensemble(rcfg, seeds, mesh)
-    masks = bootstrap_masks(ds.num_users, num_members, seed, enabled=bool(cfg.reward.bootstrap))
+    masks = member_masks(cfg.reward, ds.num_users, num_members, seed)
     state = init_ensemble_state(params, optimizer, seeds, mesh, masks)
     batcher = Batcher(rows.train, batch_size=batch_size, seed=seed, shuffle=True,
                       process_index=jax.process_index(), process_count=jax.process_count())
