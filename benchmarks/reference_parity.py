@@ -198,7 +198,7 @@ def plot(curves: Dict[str, List[dict]], out: str, title: str) -> List[str]:
                             color=line.get_color(), alpha=0.25)
         ax.set_xlabel("epochs trained")
         ax.set_ylabel(f"test {metric.upper()}")
-        ax.set_title(f"{title}: {metric.upper()} (band: min–max over runs)")
+        ax.set_title(f"{title}\n{metric.upper()} (band: min–max over runs)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend()
         path = os.path.join(out, f"curves_{metric.replace('@', '')}.png")

@@ -52,9 +52,10 @@ blocks there, e.g. ``posttrain_args=asft.lam=0.3``); ``algo_args.X`` adds per-al
 (``genrec_jax.train.algorithms.comparison_names()``). ``lambda_sweep``: the values of
 ``<lambda_sweep_algo>.lam`` for plot (a), with ``lambda_sweep_limit`` drawn as its λ → ∞ level.
 Expected result: see README.md ("Results"), produced by these commands. The main command took
-17 min 5 s while another job shared the 2 CPU cores; on the simulator A-SFT raised the true
-rating@10 over BC by +0.012 (95% paired interval [+0.007, +0.017]), level with exponential RWBC,
-and GRPO / PPO / DPO / IPO had the highest judge scores and the lowest true ratings.
+31 min 9 s while five other CPU-heavy jobs shared the 2 cores; on the simulator A-SFT's NDCG@10
+and true value were within the noise of BC (+0.0033 [−0.0055, +0.0119]; +0.022 [−0.038, +0.080]),
+its within-user pairwise accuracy on the held-out block higher (+0.018 [+0.009, +0.027]), CQL
+had the highest true value (+0.24 [+0.17, +0.32] over BC), and PPO / DPO / IPO / GRPO the lowest.
 """
 
 import ml_collections
