@@ -25,3 +25,18 @@ def random_train_batch(num_items: int, batch: int, length: int, seed: int = 0,
         "user": np.arange(batch, dtype=np.int32),
     }
     return out
+
+
+def policy_and_reference(config, batch: int, length: int, *, batch_seed: int = 3):
+    """``(mesh, graphdef, params, ref_params, batch)`` for post-training step tests: an HSTU of
+    ``config`` initialised with seed 0 (the policy) and with seed 1 (the frozen reference) on a
+    1×1 mesh, and a random training batch of ``batch`` rows of ``length``."""
+    from genrec_jax import sharding as shd
+    from genrec_jax.models.hstu import HSTU
+    from genrec_jax.train.state import init_params
+
+    mesh = shd.make_mesh(1, 1)
+    graphdef, params = init_params(lambda rngs: HSTU(config, rngs=rngs), 0, mesh)
+    _, ref = init_params(lambda rngs: HSTU(config, rngs=rngs), 1, mesh)
+    rows = random_train_batch(config.num_items, batch, length, seed=batch_seed)
+    return mesh, graphdef, params, ref, rows

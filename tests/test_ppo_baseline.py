@@ -10,14 +10,14 @@ import numpy as np
 import optax
 import pytest
 
-from batches import random_train_batch
+from batches import policy_and_reference
 from genrec_jax import losses
 from genrec_jax import sharding as shd
-from genrec_jax.models.hstu import HSTU, HSTUConfig
+from genrec_jax.models.hstu import HSTUConfig
 from genrec_jax.train import algorithms, state_selection
 from genrec_jax.train.algorithms import ppo
 from genrec_jax.train.scorers import table_scorer
-from genrec_jax.train.state import bind, init_params, init_train_state
+from genrec_jax.train.state import bind, init_train_state
 
 NUM_ITEMS, B, L = 30, 8, 8
 CFG = HSTUConfig(num_items=NUM_ITEMS, max_len=L, dim=8, num_blocks=1, num_heads=1, qk_dim=4,
@@ -59,11 +59,7 @@ def test_reference_value_exact_and_sampled():
 
 @pytest.fixture(scope="module")
 def setup():
-    mesh = shd.make_mesh(1, 1)
-    graphdef, params = init_params(lambda rngs: HSTU(CFG, rngs=rngs), 0, mesh)
-    _, ref = init_params(lambda rngs: HSTU(CFG, rngs=rngs), 1, mesh)
-    batch = random_train_batch(NUM_ITEMS, B, L, seed=3)
-    return mesh, graphdef, params, ref, batch
+    return policy_and_reference(CFG, B, L)
 
 
 def one_step(setup, table, batch, **kw):

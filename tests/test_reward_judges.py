@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import reward as reward_config
-from genrec_jax.data import eval_arrays, leave_last_out, train_arrays
+from genrec_jax.data import eval_arrays, leave_last_out, train_arrays, training_mask
 from genrec_jax.train.reward.rows import reward_rows
 from genrec_jax.train.reward.members import disjoint_masks
-from genrec_jax.train.reward.training import member_masks, training_events
+from genrec_jax.train.reward.training import member_masks
 
 
 def test_disjoint_masks_split_the_users_between_the_training_member_and_the_judges():
@@ -52,6 +52,6 @@ def test_reward_rows_never_train_on_validation_or_test_events():
     valid = eval_arrays(split, 20, which="validation")
     has = valid["valid"] != 0
     np.testing.assert_array_equal(rows.test["target"], valid["target"][has])
-    keep = training_events(split)
+    keep = training_mask(split)
     assert keep.sum() == split.train_len.sum() == len(rows.fit_items)
     np.testing.assert_array_equal(np.sort(rows.fit_items), np.sort(ds.items[keep]))

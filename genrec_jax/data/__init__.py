@@ -27,6 +27,7 @@ from genrec_jax.data.sequences import (
     leave_last_out,
     load_sequences,
     train_arrays,
+    training_mask,
 )
 from genrec_jax.data.simulator import Simulator, SimulatorConfig
 from genrec_jax.data.sources import DATASETS, default_data_dir, load_events
@@ -68,5 +69,6 @@ __all__ = [
     "read_ml_1m",
     "read_ml_csv",
     "train_arrays",
+    "training_mask",
     "write_csv",
 ]

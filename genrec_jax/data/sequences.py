@@ -24,6 +24,7 @@ __all__ = [
     "leave_last_out",
     "load_sequences",
     "train_arrays",
+    "training_mask",
 ]
 
 
@@ -328,10 +329,16 @@ def _block_arrays(split: Split, target_pos: np.ndarray, has_target: np.ndarray):
             "block_valid": mask.astype(np.float32)}
 
 
+def training_mask(split: Split) -> np.ndarray:
+    """``[E]`` bool over the CSR events: True for the split's training events (each user's first
+    ``train_len`` events; no validation or test event)."""
+    ds = split.dataset
+    rel = np.arange(ds.num_events) - np.repeat(ds.offsets[:-1], ds.lengths)
+    return rel < np.repeat(split.train_len, ds.lengths)
+
+
 def item_popularity(split: Split) -> np.ndarray:
     """``[num_items + 1]`` int64 counts of each item among training events (index 0 = 0)."""
     ds = split.dataset
-    lengths = ds.lengths
-    rel = np.arange(ds.num_events) - np.repeat(ds.offsets[:-1], lengths)
-    is_train = rel < np.repeat(split.train_len, lengths)
-    return np.bincount(ds.items[is_train], minlength=ds.num_items + 1).astype(np.int64)
+    return np.bincount(ds.items[training_mask(split)],
+                       minlength=ds.num_items + 1).astype(np.int64)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from genrec_jax.data.sequences import training_mask
 from genrec_jax.data.simulator import Simulator, UserState
 from genrec_jax.eval.popularity import popularity_score_fn, popularity_scores
 from genrec_jax.eval.ranking import evaluate
@@ -152,10 +153,8 @@ REFERENCE_POLICIES = {
 def train_events(split) -> tuple[np.ndarray, np.ndarray]:
     """``(items, ratings)`` of the training events of a :class:`~genrec_jax.data.sequences.Split`
     (each user's first ``train_len`` events), dense item ids."""
-    ds = split.dataset
-    rel = np.arange(ds.num_events) - np.repeat(ds.offsets[:-1], ds.lengths)
-    keep = rel < np.repeat(split.train_len, ds.lengths)
-    return ds.items[keep], ds.ratings[keep]
+    keep = training_mask(split)
+    return split.dataset.items[keep], split.dataset.ratings[keep]
 
 
 def reference_score_fns(data, *, shrinkage: float = 10.0) -> dict[str, ScoreFn]:

@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 from genrec_jax import sharding as shd
 from genrec_jax.data.batching import Batcher
 from genrec_jax.data.prepare import PreparedData, prepare_data
+from genrec_jax.data.sequences import training_mask
 from genrec_jax.train import loop
 from genrec_jax.train.reward.config import (check_num_members, member_seeds, rating_prior_of,
                                             rating_step_of, reward_config)
@@ -78,13 +79,6 @@ def _optimizer_and_step(optimizer_json: str):
 
 JUDGE_USERS = ("all", "disjoint")
 
-
-def training_events(split) -> np.ndarray:
-    """``[E]`` bool: the events of the split's training part (each user's first
-    ``train_len`` events)."""
-    ds = split.dataset
-    user = np.repeat(np.arange(ds.num_users), ds.lengths)
-    return np.arange(ds.num_events) - ds.offsets[:-1][user] < split.train_len[user]
 
 
 def member_masks(reward_cfg, num_users: int, num_members: int, seed: int) -> np.ndarray:
@@ -140,7 +134,7 @@ def train_reward_ensemble(cfg, workdir: str | None = None, *, data: PreparedData
     rating_step = rating_step_of(ds.ratings)
     # The output-bias prior: rating class frequencies of the split's training events (no
     # validation or test event).
-    prior = rating_prior_of(ds.ratings[training_events(data.split)], scale, rating_step)
+    prior = rating_prior_of(ds.ratings[training_mask(data.split)], scale, rating_step)
     rcfg = reward_config(cfg, num_items=ds.num_items, rating_scale=scale,
                          rating_step=rating_step, mesh=mesh, rating_prior=prior)
     optimizer, step_fn = optimizer_and_step(cfg.optimizer)
