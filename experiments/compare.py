@@ -524,29 +524,35 @@ def run_landscape(cfg, workdir: str, selection=None) -> dict:
     points = landscape_points(cfg, selection or {})
     noises = [float(x) for x in cfg.landscape_noise]
     algos = tuple(cfg.landscape_algos)
-    rmse, series = [], {a: [] for a in algos}
+    rmse, series, per_user = [], {a: [] for a in algos}, []
     base_noise = float(cfg.simulator.rating_noise)
     for noise in noises:
-        runs, reports = [], []
+        runs, reports, level = [], [], {a: {} for a in algos}
         for s in cfg.landscape_seeds:
             if noise == base_noise and int(s) in [int(x) for x in cfg.seeds]:
                 # The main runs are this point: their finished stages are reused.
+                where = workdir
                 rows, report, _ = run_seed(cfg, workdir, int(s), algos)
             else:
-                rows, report, _ = run_seed(
-                    cfg, os.path.join(workdir, "landscape", f"noise{noise:g}"), int(s), algos,
-                    noise=noise, truth_only=True, points=points)
+                where = os.path.join(workdir, "landscape", f"noise{noise:g}")
+                rows, report, _ = run_seed(cfg, where, int(s), algos, noise=noise,
+                                           truth_only=True, points=points)
             runs.append(rows)
             reports.append(report)
+            for a, by_seed in collect_per_user(where, algos, [int(s)]).items():
+                level[a].update(by_seed)
+        per_user.append(level)
         rmse.append(float(sum(rm_true_rmse(r) for r in reports) / len(reports)))
         for a in algos:
             series[a].append(comparison.mean_std([r[a].get("true_rating@10") for r in runs]))
     xs = rmse if all(math.isfinite(x) for x in rmse) else noises
     label = ("training reward model RMSE vs true rating" if xs is rmse
              else "simulator rating noise (std)")
+    # Winners paired user by user (the same test users of each world) on the plotted metric.
+    wins = comparison.landscape_winners(series, per_user, metric="true_rating@10",
+                                        num_resamples=int(cfg.paired_resamples))
     comparison.plot_landscape(os.path.join(workdir, "landscape.png"), xs, series, xlabel=label,
-                              ylabel="true expected rating of top-10")
-    wins = comparison.landscape_winners(series)
+                              ylabel="true expected rating of top-10", wins=wins)
     return {"noise": noises, "rm_rmse": rmse, "series": series,
             "winner": [w["best"] for w in wins], "regions": wins}
 

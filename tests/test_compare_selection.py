@@ -182,3 +182,24 @@ def test_landscape_winner_regions_need_a_clear_margin():
     assert wins[0]["se"] == pytest.approx(math.sqrt(2 * 0.01 / 3)) and wins[0]["clear"]
     assert wins[1]["se"] == pytest.approx(math.sqrt(2 * 0.25 / 3)) and not wins[1]["clear"]
     assert math.isnan(wins[2]["se"]) and not wins[2]["clear"]  # one seed: never a clear win
+
+
+def test_landscape_winners_pair_users_when_per_user_values_are_given():
+    # Two worlds whose levels differ by 1.0 (a large std over seeds) while "a" is above "b" by
+    # 0.05 for every user of both: unpaired, the margin is inside 2 se; paired, it is clear.
+    rng = np.random.default_rng(0)
+    level = {"a": {}, "b": {}}
+    for s, shift in ((0, 0.0), (1, 1.0)):
+        base = 3.0 + shift + rng.normal(0.0, 0.3, 50)
+        level["b"][s] = {"true_rating@10": base}
+        level["a"][s] = {"true_rating@10": base + 0.05}
+    series = {a: [comparison.mean_std([float(np.mean(v["true_rating@10"]))
+                                       for v in level[a].values()])] for a in level}
+    unpaired = comparison.landscape_winners(series)[0]
+    paired = comparison.landscape_winners(series, [level], num_resamples=300)[0]
+    assert unpaired["best"] == paired["best"] == "a" and not unpaired["clear"]
+    assert paired["clear"] and paired["runner_up"] == "b"
+    assert paired["margin"] == pytest.approx(0.05)
+    assert paired["ci_low"] == pytest.approx(0.05) and paired["ci_high"] == pytest.approx(0.05)
+    # A per-level mapping without the two leaders falls back to the unpaired rule.
+    assert comparison.landscape_winners(series, [{"a": level["a"]}])[0] == unpaired

@@ -1,4 +1,4 @@
-"""Next-item objectives: sampled softmax vs full softmax, dense vs gathered negatives."""
+"""Next-item objectives: sampled softmax vs full softmax; dense, counted and gathered negatives."""
 
 import jax
 import jax.numpy as jnp
@@ -35,11 +35,14 @@ def test_every_item_as_negative_equals_full_softmax():
     np.testing.assert_allclose(np.asarray(sampled), np.asarray(full), rtol=1e-5, atol=1e-5)
 
 
-def test_dense_and_gather_negatives_agree_with_gradients():
+@pytest.mark.parametrize("mode", ["dense", "counts"])
+def test_negative_modes_agree_with_gather_with_gradients(mode):
+    # 9 draws from 12 items: duplicates at most positions; one draw set to its target (masked).
     model, batch = _setup(1)
     graphdef, params = nnx.split(model)
-    negatives = jax.random.randint(jax.random.key(0), (*batch["targets"].shape, 5), 1,
+    negatives = jax.random.randint(jax.random.key(0), (*batch["targets"].shape, 9), 1,
                                    CFG.num_items + 1)
+    negatives = negatives.at[0, 1, :2].set(jnp.maximum(batch["targets"][0, 1], 1))
 
     def loss(params, mode):
         m = nnx.merge(graphdef, params)
@@ -48,8 +51,9 @@ def test_dense_and_gather_negatives_agree_with_gradients():
                                         temperature=CFG.temperature, mode=mode)
         return jnp.sum(per * batch["weights"])
 
-    ld, gd = jax.value_and_grad(loss)(params, "dense")
+    ld, gd = jax.value_and_grad(loss)(params, mode)
     lg, gg = jax.value_and_grad(loss)(params, "gather")
+    assert float(lg) > 0
     np.testing.assert_allclose(float(ld), float(lg), rtol=1e-5)
     for a, b in zip(jax.tree.leaves(gd), jax.tree.leaves(gg)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
@@ -151,3 +155,19 @@ def test_unknown_loss_and_mode_rejected():
         sampled_softmax_positions(jnp.zeros((1, 1, 8)), jnp.zeros((3, 8)),
                                   jnp.ones((1, 1), jnp.int32), jnp.ones((1, 1, 2), jnp.int32),
                                   temperature=1.0, mode="bogus")
+
+
+def test_counts_mode_on_a_hand_computed_position_and_auto_choice():
+    # One position, scores s = (u·e_v)/τ with τ = 1: target 1, draws (2, 2, 3, 1); the draw equal
+    # to the target is dropped and item 2 counts twice: ℓ = log(e^{s1} + 2e^{s2} + e^{s3}) − s1.
+    u = jnp.array([[[1.0, 0.5]]])
+    items = jnp.array([[0.0, 0.0], [0.2, 0.1], [0.4, -0.3], [-0.5, 0.9]])
+    targets = jnp.array([[1]])
+    negatives = jnp.array([[[2, 2, 3, 1]]])
+    s = np.asarray(items) @ np.asarray(u)[0, 0]
+    expected = np.log(np.exp(s[1]) + 2 * np.exp(s[2]) + np.exp(s[3])) - s[1]
+    for mode in ("counts", "gather", "auto"):
+        got = sampled_softmax_positions(u, items, targets, negatives, temperature=1.0, mode=mode)
+        np.testing.assert_allclose(float(got[0, 0]), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="negatives mode must be one of"):
+        sampled_softmax_positions(u, items, targets, negatives, temperature=1.0, mode="sparse")

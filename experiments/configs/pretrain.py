@@ -47,6 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = common.base_config()
     # negatives_share: consecutive positions sharing one draw of num_negatives (1 = per
     # position, the reference's estimator; larger is faster on a CPU but noisier, see README).
+    # negatives_mode: how the draws are scored (genrec_jax.train.next_item: counts | dense |
+    # gather, the same numbers; "auto" = counts while the catalogue has ≤ 16 rows per negative).
     c.loss = ml_collections.ConfigDict(dict(
         kind="sampled", num_negatives=128, negatives_mode="auto", negatives_share=1,
         impl="chunked", chunk_size=4096))

@@ -324,11 +324,18 @@ def plot_judge_vs(path: str, table, x_cols: Sequence[str]) -> None:
     plt.close(fig)
 
 
-def landscape_winners(series: Mapping[str, Sequence[dict]]) -> list[dict]:
+def landscape_winners(series: Mapping[str, Sequence[dict]], per_user: Sequence[Mapping] | None = None,
+                      *, metric: str = "true_rating@10", num_resamples: int = 2000
+                      ) -> list[dict]:
     """Per level: ``{"best", "runner_up", "margin", "se", "clear"}``: the algorithm with the
-    highest mean, the second, the difference of their means, its standard error over seeds
-    (``sqrt(s1²/n1 + s2²/n2)``; NaN with one seed) and ``clear`` = the margin exceeds twice that
-    error (a region is only a winner's when ``clear``; otherwise the top two tie)."""
+    highest mean, the second, the difference of their means and whether the best wins clearly.
+
+    With ``per_user`` (per level, ``{algo: {seed: {metric: [U]}}}`` as
+    :func:`paired_differences` takes it), the two are paired user by user: ``se``, ``ci_low`` and
+    ``ci_high`` are the seed-stratified paired bootstrap's of ``best − runner_up`` on ``metric``
+    and ``clear`` means the interval excludes 0 — the main table's rule. Without it, ``se`` is
+    ``sqrt(s1²/n1 + s2²/n2)`` over seeds (NaN with one seed) and ``clear`` means the margin
+    exceeds twice that. A region is only a winner's when ``clear``; otherwise the top two tie."""
     algos = list(series)
     levels = len(next(iter(series.values()))) if series else 0
     out = []
@@ -342,6 +349,16 @@ def landscape_winners(series: Mapping[str, Sequence[dict]]) -> list[dict]:
             continue
         second = series[ranked[1]][i]
         margin = best["mean"] - second["mean"]
+        level = per_user[i] if per_user is not None else {}
+        if ranked[0] in level and ranked[1] in level:
+            stats = paired_table({a: level[a] for a in ranked[:2]}, baseline=ranked[1],
+                                 methods=[ranked[0]], metrics=[metric],
+                                 num_resamples=num_resamples)[0]
+            out.append({"best": ranked[0], "runner_up": ranked[1], "margin": margin,
+                        "se": float(stats["se"]), "ci_low": float(stats["ci_low"]),
+                        "ci_high": float(stats["ci_high"]),
+                        "clear": bool(stats["ci_low"] > 0)})
+            continue
         n1, n2 = best.get("n", 1), second.get("n", 1)
         se = (math.sqrt(best["std"] ** 2 / n1 + second["std"] ** 2 / n2)
               if min(n1, n2) > 1 else float("nan"))
@@ -351,10 +368,10 @@ def landscape_winners(series: Mapping[str, Sequence[dict]]) -> list[dict]:
 
 
 def plot_landscape(path: str, xs: Sequence[float], series: Mapping[str, Sequence[dict]], *,
-                   xlabel: str, ylabel: str) -> None:
+                   xlabel: str, ylabel: str, wins: Sequence[dict] | None = None) -> None:
     """One line (mean ± std) per algorithm against a swept knob (e.g. reward-model RMSE), the
-    x-range of each level shaded in its winner's colour where the win is clear
-    (:func:`landscape_winners`) and hatched grey where the top two tie."""
+    x-range of each level shaded in its winner's colour where the win is clear (``wins``,
+    default :func:`landscape_winners` of ``series``) and hatched grey where the top two tie."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     colours = {}
@@ -367,7 +384,7 @@ def plot_landscape(path: str, xs: Sequence[float], series: Mapping[str, Sequence
     edges = ([sx[0] - 0.5 * (sx[1] - sx[0])] if len(sx) > 1 else [sx[0] - 0.5]) + \
         [0.5 * (a + b) for a, b in zip(sx, sx[1:])] + \
         ([sx[-1] + 0.5 * (sx[-1] - sx[-2])] if len(sx) > 1 else [sx[0] + 0.5])
-    wins = landscape_winners(series)
+    wins = landscape_winners(series) if wins is None else wins
     for k, i in enumerate(order):
         w = wins[i]
         if w["clear"]:

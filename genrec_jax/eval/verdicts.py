@@ -147,8 +147,10 @@ def _landscape(landscape) -> dict:
     order = sorted(range(len(xs)), key=lambda i: xs[i])
     regions = [landscape["regions"][i] for i in order]
     expected = [set(ONLINE_RL)] + [{"asft"}] * (len(regions) - 2) + [{"bc"}]
-    evidence = [f"RM error {xs[i]:.3f}: best {r['best']} (margin {r['margin']:+.3f}, se "
-                f"{r['se']:.3f}{', clear' if r['clear'] else ''})"
+    evidence = [f"RM error {xs[i]:.3f}: best {r['best']} over {r.get('runner_up')} (margin "
+                f"{r['margin']:+.3f}" + (f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+                                         if "ci_low" in r else f", se {r['se']:.3f}")
+                + f"{', clear' if r['clear'] else ''})"
                 for i, r in zip(order, regions)]
     clear = [(r, e) for r, e in zip(regions, expected) if r["clear"]]
     if not clear:

@@ -13,7 +13,12 @@ import jax.numpy as jnp
 from genrec_jax.kernels import weighted_softmax_xent
 from genrec_jax.losses import sampled_softmax
 
-NEGATIVE_MODES = ("auto", "dense", "gather")
+NEGATIVE_MODES = ("auto", "counts", "dense", "gather")
+# "auto" scores the draws through per-item counts (:func:`sampled_softmax_counts`) while the
+# catalogue has at most this many rows per negative, else by gathering their vectors. Measured on
+# the 2-core CPU (fwd + bwd, 64 rows x 200 positions, R = 128, D = 50; counts / gather time):
+# 0.17 at V = 200, 0.53 at V = 1,682 (MovieLens 100K), 1.0 at V = 3,000, 2.1 at V = 10,004.
+COUNTS_ROWS_PER_NEGATIVE = 16
 
 
 def sample_negatives(key, shape, num_items: int, num_negatives: int) -> jax.Array:
@@ -27,15 +32,21 @@ def sampled_softmax_positions(user_vecs, item_vecs, targets, negatives, *, tempe
     masked. ``user_vecs [B, L, D]``, ``item_vecs [V, D]``, ``targets [B, L]``,
     ``negatives [B, L, R]`` → ``[B, L]``.
 
-    ``mode="dense"`` scores the whole (small) catalogue with one matmul and gathers the sampled
-    columns; ``"gather"`` gathers the negative vectors (memory ∝ R). Both give the same numbers.
-    ``"auto"`` picks dense only when ``V ≤ 2·R``. Both are slow on a CPU: the gather materialises
-    ``[B, L, R, D]`` (see :func:`sampled_softmax_shared` for the faster shared draws).
+    ``mode="gather"`` gathers the negative vectors (memory ∝ R; its ``[B, L, R, D]`` gather and
+    the scatter-add of its gradient dominate a CPU step); ``"dense"`` scores the whole catalogue
+    with one matmul and gathers the sampled columns; ``"counts"`` scores the whole catalogue and
+    weighs each item by how often it was drawn (:func:`sampled_softmax_counts`, no gather in the
+    differentiated path; memory ∝ V). All three give the same numbers. ``"auto"`` is counts
+    while ``V ≤ COUNTS_ROWS_PER_NEGATIVE · R``, else gather.
     """
     if mode not in NEGATIVE_MODES:
         raise ValueError(f"negatives mode must be one of {NEGATIVE_MODES}, got {mode!r}")
     if mode == "auto":
-        mode = "dense" if item_vecs.shape[0] <= 2 * negatives.shape[-1] else "gather"
+        small = item_vecs.shape[0] <= COUNTS_ROWS_PER_NEGATIVE * negatives.shape[-1]
+        mode = "counts" if small else "gather"
+    if mode == "counts":
+        return sampled_softmax_counts(user_vecs, item_vecs, targets, negatives,
+                                      temperature=temperature)
     pos = jnp.sum(user_vecs * item_vecs[targets], axis=-1) / temperature
     if mode == "dense":
         scores = user_vecs @ item_vecs.T / temperature
@@ -43,6 +54,31 @@ def sampled_softmax_positions(user_vecs, item_vecs, targets, negatives, *, tempe
     else:
         neg = jnp.einsum("bld,blrd->blr", user_vecs, item_vecs[negatives]) / temperature
     return sampled_softmax(pos, neg, neg_mask=negatives != targets[..., None])
+
+
+def sampled_softmax_counts(user_vecs, item_vecs, targets, negatives, *,
+                           temperature: float) -> jax.Array:
+    """:func:`sampled_softmax_positions` computed through draw counts: with ``c_v`` the number
+    of draws of item ``v`` at a position (the target's set to 0),
+    ``ℓ = log(exp(s_t) + Σ_v c_v·exp(s_v)) − s_t``, the same sum as over the draws one by one,
+    duplicates included. ``s = u·Eᵀ/τ`` over every row of ``item_vecs`` is one matmul; the
+    counts (one byte each while R < 256) are a constant built by one scatter of ones, so the
+    gradient is two matmuls, with no ``[B, L, R, D]`` gather or scatter-add. Shapes as in
+    :func:`sampled_softmax_positions`; the work and memory grow with ``B·L·V``, so it pays while
+    the catalogue is small. A position whose every draw is its target gets loss 0."""
+    batch, length, dim = user_vecs.shape
+    rows, num_neg = batch * length, negatives.shape[-1]
+    flat_neg = negatives.reshape(rows, num_neg)
+    row_ids = jnp.broadcast_to(jnp.arange(rows)[:, None], flat_neg.shape)
+    count_dtype = jnp.uint8 if num_neg < 256 else jnp.int32
+    counts = jnp.zeros((rows, item_vecs.shape[0]), count_dtype).at[row_ids, flat_neg].add(1)
+    counts = counts.at[jnp.arange(rows), targets.reshape(rows)].set(0)
+    scores = user_vecs.reshape(rows, dim) @ item_vecs.T / temperature
+    pos = (jnp.sum(user_vecs * item_vecs[targets], axis=-1) / temperature).reshape(rows)
+    neg = jnp.where(counts > 0, scores + jnp.log(counts.astype(scores.dtype)), -jnp.inf)
+    top = jax.lax.stop_gradient(jnp.maximum(jnp.max(neg, axis=-1), pos))
+    total = jnp.exp(pos - top) + jnp.sum(jnp.exp(neg - top[:, None]), axis=-1)
+    return (top + jnp.log(total) - pos).reshape(batch, length)
 
 
 def sampled_softmax_shared(user_vecs, item_vecs, targets, negatives, *, share: int,

@@ -22,7 +22,11 @@ from genrec_jax.models.functional import bind  # noqa: F401  (re-exported: train
 
 
 def make_optimizer(cfg: Mapping[str, Any]) -> optax.GradientTransformation:
-    """AdamW(lr, β=(b1, b2), weight_decay) with optional warm-up and global-norm clipping."""
+    """AdamW(lr, β=(b1, b2), weight_decay) with optional warm-up and global-norm clipping.
+
+    The hyper-parameters live in the optimizer state (``optax.inject_hyperparams``), not in the
+    compiled program: runs that differ only in them (a learning-rate grid) compile one identical
+    step, which the persistent compilation cache then serves."""
     lr = float(cfg.get("learning_rate", 1e-3))
     warmup = int(cfg.get("warmup_steps", 0))
     schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
@@ -30,9 +34,10 @@ def make_optimizer(cfg: Mapping[str, Any]) -> optax.GradientTransformation:
     clip = float(cfg.get("grad_clip_norm", 0.0))
     if clip > 0:
         parts.append(optax.clip_by_global_norm(clip))
-    parts.append(optax.adamw(schedule, b1=float(cfg.get("b1", 0.9)), b2=float(cfg.get("b2", 0.98)),
-                             eps=float(cfg.get("eps", 1e-8)),
-                             weight_decay=float(cfg.get("weight_decay", 0.0))))
+    adamw = optax.inject_hyperparams(optax.adamw)
+    parts.append(adamw(schedule, b1=float(cfg.get("b1", 0.9)), b2=float(cfg.get("b2", 0.98)),
+                       eps=float(cfg.get("eps", 1e-8)),
+                       weight_decay=float(cfg.get("weight_decay", 0.0))))
     return optax.chain(*parts)
 
 
