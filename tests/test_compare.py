@@ -16,7 +16,7 @@ from experiments.configs import compare as compare_config
 from experiments.configs import pretrain as pretrain_config
 from genrec_jax.data.prepare import load_configured_events
 from genrec_jax.eval import comparison
-from genrec_jax.eval.per_user import load_per_user
+from genrec_jax.eval.per_user import PER_USER_FILE, load_per_user, save_per_user
 
 # One seed, one landscape level and one λ point: the simulator's own, i.e. the main runs (the
 # other levels and points are checked with stand-in stages below).
@@ -121,6 +121,9 @@ class FakeStages:
         # bc wins at low noise, asft at high noise (only a function of the config).
         true = 4.0 - noise if cfg.algo == "bc" else 3.5 - 0.2 * noise
         final = {"true_rating@10": true, "ndcg@10": 0.2}
+        # The per-user file a run leaves (3 test users, each at the run's value).
+        save_per_user(os.path.join(path, PER_USER_FILE),
+                      {"user": np.arange(3), "true_rating@10": np.full(3, true)})
         return {"initial": {"ndcg@10": 0.1}, "final": final}
 
 
@@ -149,6 +152,10 @@ def test_other_landscape_levels_train_one_rm_without_judge(tmp_path, monkeypatch
     assert land["rm_rmse"] == pytest.approx([0.75, 1.0, 2.5])
     assert land["winner"] == ["bc", "bc", "asft"]
     assert land["series"]["asft"][2] == {"mean": pytest.approx(3.1), "std": 0.0, "n": 2}
+    # Winners are paired user by user over both worlds: every user is 0.30 apart at noise 0.25.
+    first = land["regions"][0]
+    assert (first["runner_up"], first["clear"]) == ("asft", True)
+    assert (first["ci_low"], first["ci_high"]) == (pytest.approx(0.3), pytest.approx(0.3))
     assert os.path.getsize(os.path.join(workdir, "landscape.png")) > 0
 
 

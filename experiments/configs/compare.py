@@ -52,10 +52,13 @@ blocks there, e.g. ``posttrain_args=asft.lam=0.3``); ``algo_args.X`` adds per-al
 (``genrec_jax.train.algorithms.comparison_names()``). ``lambda_sweep``: the values of
 ``<lambda_sweep_algo>.lam`` for plot (a), with ``lambda_sweep_limit`` drawn as its λ → ∞ level.
 Expected result: see README.md ("Results"), produced by these commands. The main command took
-31 min 9 s while five other CPU-heavy jobs shared the 2 cores; on the simulator A-SFT's NDCG@10
-and true value were within the noise of BC (+0.0033 [−0.0055, +0.0119]; +0.022 [−0.038, +0.080]),
-its within-user pairwise accuracy on the held-out block higher (+0.018 [+0.009, +0.027]), CQL
-had the highest true value (+0.24 [+0.17, +0.32] over BC), and PPO / DPO / IPO / GRPO the lowest.
+8 min 37 s on the quiet 2-core machine; on the simulator A-SFT's NDCG@10 and true value were
+within the noise of BC (+0.0033 [−0.0055, +0.0119]; +0.022 [−0.038, +0.080]), its within-user
+pairwise accuracy on the held-out block higher (+0.018 [+0.009, +0.027]), CQL had the highest
+true value of the trained policies (+0.24 [+0.17, +0.32] over BC), and PPO / DPO / IPO / GRPO
+the lowest. ``:full=True`` took 59 min 47 s on one core (5 worlds): A-SFT not best (RWBC above
+it on HR@10), PPO / DPO / IPO above BC on the judges and below it on the true value, CQL the
+highest true value, no landscape region for online RL or A-SFT.
 """
 
 import ml_collections
