@@ -324,9 +324,9 @@ def plot_judge_vs(path: str, table, x_cols: Sequence[str]) -> None:
     plt.close(fig)
 
 
-def landscape_winners(series: Mapping[str, Sequence[dict]], per_user: Sequence[Mapping] | None = None,
-                      *, metric: str = "true_rating@10", num_resamples: int = 2000
-                      ) -> list[dict]:
+def landscape_winners(series: Mapping[str, Sequence[dict]],
+                      per_user: Sequence[Mapping] | None = None, *,
+                      metric: str = "true_rating@10", num_resamples: int = 2000) -> list[dict]:
     """Per level: ``{"best", "runner_up", "margin", "se", "clear"}``: the algorithm with the
     highest mean, the second, the difference of their means and whether the best wins clearly.
 

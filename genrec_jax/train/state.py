@@ -26,7 +26,8 @@ def make_optimizer(cfg: Mapping[str, Any]) -> optax.GradientTransformation:
 
     The hyper-parameters live in the optimizer state (``optax.inject_hyperparams``), not in the
     compiled program: runs that differ only in them (a learning-rate grid) compile one identical
-    step, which the persistent compilation cache then serves."""
+    step, which a persistent compilation cache (the comparison sets one) then serves. With a
+    warm-up, the schedule's peak learning rate stays a constant of the program."""
     lr = float(cfg.get("learning_rate", 1e-3))
     warmup = int(cfg.get("warmup_steps", 0))
     schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
