@@ -249,5 +249,9 @@ def sampled_softmax(pos_logits, neg_logits, *, neg_mask=None, where=None) -> Arr
     if neg_mask is not None:
         keep = _common.broadcast_mask(neg_mask, neg.shape)
         neg = jnp.where(keep, neg, jnp.asarray(-jnp.inf, neg.dtype))
-    lse = jax.nn.logsumexp(jnp.concatenate([pos[..., None], neg], axis=-1), axis=-1)
-    return _common.apply_mask(lse - pos, mask)
+    # logsumexp over [pos, neg] without materialising their concatenation (a copy of the
+    # whole [..., K] block): shift by the larger of pos and the largest negative, which is
+    # finite because pos is, so excluded (-inf) negatives contribute exp(-inf) = 0.
+    top = jax.lax.stop_gradient(jnp.maximum(pos, jnp.max(neg, axis=-1)))
+    total = jnp.exp(pos - top) + jnp.sum(jnp.exp(neg - top[..., None]), axis=-1)
+    return _common.apply_mask(top + jnp.log(total) - pos, mask)

@@ -26,6 +26,11 @@ def sample_negatives(key, shape, num_items: int, num_negatives: int) -> jax.Arra
     return jax.random.randint(key, (*shape, num_negatives), 1, num_items + 1, dtype=jnp.int32)
 
 
+def positive_logits(user_vecs, item_vecs, targets, temperature: float) -> jax.Array:
+    """``u·e_target / τ`` at every position: ``[B, L, D]``, ``[V, D]``, ``[B, L]`` → ``[B, L]``."""
+    return jnp.sum(user_vecs * item_vecs[targets], axis=-1) / temperature
+
+
 def sampled_softmax_positions(user_vecs, item_vecs, targets, negatives, *, temperature: float,
                               mode: str = "auto") -> jax.Array:
     """−log softmax over {target} ∪ negatives at every position, negatives equal to the target
@@ -47,7 +52,7 @@ def sampled_softmax_positions(user_vecs, item_vecs, targets, negatives, *, tempe
     if mode == "counts":
         return sampled_softmax_counts(user_vecs, item_vecs, targets, negatives,
                                       temperature=temperature)
-    pos = jnp.sum(user_vecs * item_vecs[targets], axis=-1) / temperature
+    pos = positive_logits(user_vecs, item_vecs, targets, temperature)
     if mode == "dense":
         scores = user_vecs @ item_vecs.T / temperature
         neg = jnp.take_along_axis(scores, negatives, axis=-1)
@@ -74,11 +79,10 @@ def sampled_softmax_counts(user_vecs, item_vecs, targets, negatives, *,
     counts = jnp.zeros((rows, item_vecs.shape[0]), count_dtype).at[row_ids, flat_neg].add(1)
     counts = counts.at[jnp.arange(rows), targets.reshape(rows)].set(0)
     scores = user_vecs.reshape(rows, dim) @ item_vecs.T / temperature
-    pos = (jnp.sum(user_vecs * item_vecs[targets], axis=-1) / temperature).reshape(rows)
-    neg = jnp.where(counts > 0, scores + jnp.log(counts.astype(scores.dtype)), -jnp.inf)
-    top = jax.lax.stop_gradient(jnp.maximum(jnp.max(neg, axis=-1), pos))
-    total = jnp.exp(pos - top) + jnp.sum(jnp.exp(neg - top[:, None]), axis=-1)
-    return (top + jnp.log(total) - pos).reshape(batch, length)
+    pos = positive_logits(user_vecs, item_vecs, targets, temperature).reshape(rows)
+    # Item v drawn c_v times contributes c_v·exp(s_v) = exp(s_v + log c_v); undrawn items none.
+    weighted = scores + jnp.log(jnp.maximum(counts, 1).astype(scores.dtype))
+    return sampled_softmax(pos, weighted, neg_mask=counts > 0).reshape(batch, length)
 
 
 def sampled_softmax_shared(user_vecs, item_vecs, targets, negatives, *, share: int,
@@ -103,7 +107,7 @@ def sampled_softmax_shared(user_vecs, item_vecs, targets, negatives, *, share: i
     grouped = jnp.pad(user_vecs, ((0, 0), (0, pad), (0, 0))).reshape(batch, groups, size, dim)
     neg = jnp.einsum("bkcd,bkrd->bkcr", grouped, item_vecs[negatives])
     neg = neg.reshape(batch, groups * size, num_neg)[:, :length] / temperature
-    pos = jnp.sum(user_vecs * item_vecs[targets], axis=-1) / temperature
+    pos = positive_logits(user_vecs, item_vecs, targets, temperature)
     per_position = jnp.repeat(negatives, size, axis=1)[:, :length]
     return sampled_softmax(pos, neg, neg_mask=per_position != targets[..., None])
 
