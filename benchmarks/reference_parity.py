@@ -51,6 +51,7 @@ from typing import Dict, List, Optional, Sequence
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_HERE)
+sys.path.insert(0, _REPO)
 
 METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
 _LINE = re.compile(
@@ -175,8 +176,37 @@ def final_table(runs: Sequence[dict], epochs: int) -> dict:
             "per_run": per_run}
 
 
+def differences(ours_table: dict, ref_table: dict) -> dict:
+    """Per metric, ours − reference over the final-epoch values of the runs
+    (:func:`genrec_jax.eval.run_stats.two_sample_runs`: difference of means, bootstrap interval
+    over runs, permutation p-value); empty unless each side has at least 2 runs."""
+    from genrec_jax.eval.run_stats import two_sample_runs  # noqa: PLC0415
+
+    if len(ours_table.get("per_run", [])) < 2 or len(ref_table.get("per_run", [])) < 2:
+        return {}
+    return {k: two_sample_runs([r[k] for r in ours_table["per_run"]],
+                               [r[k] for r in ref_table["per_run"]]) for k in METRICS}
+
+
+def mean_curve(runs: Sequence[dict], metric: str) -> Optional[dict]:
+    """Mean and min–max of ``metric`` over runs at every epoch they all evaluated:
+    ``{"epochs", "mean", "low", "high", "num_runs"}``, or None without a curve. Runs with a
+    single evaluation (a reference run told to evaluate only after its last epoch) have no curve
+    and are left out here (they still count in the tables)."""
+    runs = [r for r in runs if len(r["curve"]) > 1]
+    if not runs:
+        return None
+    epochs = sorted(set.intersection(*({row["epoch"] for row in r["curve"]} for r in runs)))
+    values = [[{row["epoch"]: row[metric] for row in r["curve"]}[e] for r in runs]
+              for e in epochs]
+    return {"epochs": epochs, "mean": [statistics.fmean(v) for v in values],
+            "low": [min(v) for v in values], "high": [max(v) for v in values],
+            "num_runs": len(runs)}
+
+
 def plot(curves: Dict[str, List[dict]], out: str, title: str) -> List[str]:
-    """One PNG per metric: mean over runs with a min–max band, per implementation."""
+    """One PNG per metric: mean over runs with a min–max band, per implementation
+    (:func:`mean_curve`)."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -186,16 +216,13 @@ def plot(curves: Dict[str, List[dict]], out: str, title: str) -> List[str]:
     for metric in METRICS:
         fig, ax = plt.subplots(figsize=(6, 4))
         for name, runs in curves.items():
-            if not runs:
+            band = mean_curve(runs, metric)
+            if band is None:
                 continue
-            epochs = sorted(set.intersection(*(
-                {row["epoch"] for row in r["curve"]} for r in runs)))
-            values = [[{row["epoch"]: row[metric] for row in r["curve"]}[e] for r in runs]
-                      for e in epochs]
-            mean = [statistics.fmean(v) for v in values]
-            line, = ax.plot(epochs, mean, label=f"{name} (mean of {len(runs)})")
-            ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values],
-                            color=line.get_color(), alpha=0.25)
+            line, = ax.plot(band["epochs"], band["mean"],
+                            label=f"{name} (mean of {band['num_runs']})")
+            ax.fill_between(band["epochs"], band["low"], band["high"], color=line.get_color(),
+                            alpha=0.25)
         ax.set_xlabel("epochs trained")
         ax.set_ylabel(f"test {metric.upper()}")
         ax.set_title(f"{title}\n{metric.upper()} (band: min–max over runs)", fontsize=10)
@@ -240,6 +267,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                               for name, runs in sides.items()},
         "runs": {"ours": ours, "reference": ref},
     }
+    payload["ours_minus_reference"] = differences(payload["final_epoch"]["ours"],
+                                                  payload["final_epoch"]["reference"])
     payload["plots"] = plot(sides, args.out, args.label or args.dataset)
     with open(os.path.join(args.out, "parity.json"), "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=1)
@@ -250,6 +279,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             print(f"{name}: " + ", ".join(f"{k} {table['mean'][k]:.4f}" for k in METRICS) +
                   " (" + "; ".join(" / ".join(f"{r[k]:.4f}" for r in table["per_run"])
                                    for k in METRICS) + ")")
+    for k, d in payload["ours_minus_reference"].items():
+        print(f"ours − reference {k}: {d['diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] "
+              f"(run sd {d['sd_a']:.4f} / {d['sd_b']:.4f}, {d['n_a']} vs {d['n_b']} runs, "
+              f"permutation p {d['p_value']:.3f})")
     return payload
 
 

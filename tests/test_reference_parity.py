@@ -62,3 +62,37 @@ def test_our_curve_and_final_table(tmp_path):
     assert table["mean"]["hr@10"] == pytest.approx(0.25)
     # an epoch count beyond the curve falls back to the last evaluation.
     assert reference_parity.final_table([{"curve": curve}], epochs=60)["per_run"][0]["epoch"] == 3
+
+
+def _table(values):
+    return {"per_run": [{"epoch": 60, "hr@10": v, "ndcg@10": v / 2, "hr@50": 2 * v, "mrr": v / 3}
+                        for v in values]}
+
+
+def test_differences_are_run_level_two_sample_comparisons():
+    ours, ref = [0.0612, 0.0700, 0.0650], [0.0850, 0.0763, 0.0838, 0.0775]
+    diff = reference_parity.differences(_table(ours), _table(ref))
+    assert set(diff) == set(reference_parity.METRICS)
+    assert diff["hr@10"]["diff"] == pytest.approx(sum(ours) / 3 - sum(ref) / 4)
+    assert diff["ndcg@10"]["diff"] == pytest.approx(diff["hr@10"]["diff"] / 2)
+    # every ours value is below every reference value: only the observed split of C(7, 3) = 35
+    # reaches |diff| (the mirror split has fewer runs on each side's extreme).
+    assert diff["hr@10"]["p_value"] == pytest.approx(1 / 35)
+    assert (diff["hr@10"]["n_a"], diff["hr@10"]["n_b"]) == (3, 4)
+    assert reference_parity.differences(_table(ours), _table([0.08])) == {}
+
+
+def test_curves_leave_out_runs_without_a_curve(tmp_path):
+    full = {"curve": [{"epoch": e, "hr@10": 0.01 * e, "ndcg@10": 0.005 * e, "hr@50": 0.02 * e,
+                       "mrr": 0.003 * e} for e in (1, 2, 3)]}
+    shifted = {"curve": [dict(r, **{"hr@10": r["hr@10"] + 0.02}) for r in full["curve"]]}
+    last_only = {"curve": [dict(full["curve"][-1], **{"hr@10": 0.9})]}
+    band = reference_parity.mean_curve([full, shifted, last_only], "hr@10")
+    # the single-evaluation run would have cut the epochs to {3} and pulled the mean up
+    assert band["epochs"] == [1, 2, 3] and band["num_runs"] == 2
+    assert band["mean"] == pytest.approx([0.02, 0.03, 0.04])
+    assert band["low"] == pytest.approx([0.01, 0.02, 0.03])
+    assert band["high"] == pytest.approx([0.03, 0.04, 0.05])
+    assert reference_parity.mean_curve([last_only], "hr@10") is None
+    paths = reference_parity.plot({"ours": [full], "reference": [last_only]}, str(tmp_path), "t")
+    assert len(paths) == 4 and all(pathlib.Path(p).stat().st_size > 0 for p in paths)
