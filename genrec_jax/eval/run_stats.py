@@ -37,6 +37,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from genrec_jax.eval.paired_stats import _check_bootstrap_args, _resampled_means
+
 __all__ = ["two_sample_runs"]
 
 _TIE_RTOL = 1e-9
@@ -76,13 +78,11 @@ def two_sample_runs(a: Sequence[float], b: Sequence[float], *, num_resamples: in
     ``diff`` (mean_a − mean_b), ``ci_low`` / ``ci_high`` (bootstrap percentile interval at level
     1 − alpha), ``p_value`` (two-sided permutation test) and ``exact`` (whether every split was
     enumerated). Raises ``ValueError`` on fewer than 2 runs a side, non-finite values, or
-    ``alpha`` / ``num_resamples`` out of range.
+    ``alpha`` / ``num_resamples`` out of range (``num_resamples`` must be a positive integer, as
+    in :func:`genrec_jax.eval.paired_stats.paired_bootstrap`).
     """
     xa, xb = _runs(a, "a"), _runs(b, "b")
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    if int(num_resamples) < 1:
-        raise ValueError(f"num_resamples must be >= 1, got {num_resamples!r}")
+    _check_bootstrap_args(num_resamples, alpha)
     rng = np.random.default_rng(seed)
     diff = float(xa.mean() - xb.mean())
     pooled = np.concatenate([xa, xb])
@@ -92,10 +92,10 @@ def two_sample_runs(a: Sequence[float], b: Sequence[float], *, num_resamples: in
         split = _split_diffs_exact(pooled, xa.size)
         p_value = float(np.mean(np.abs(split) >= threshold))
     else:
-        split = _split_diffs_sampled(pooled, xa.size, int(num_resamples), rng)
-        p_value = float((1 + np.sum(np.abs(split) >= threshold)) / (1 + int(num_resamples)))
-    boot = (xa[rng.integers(0, xa.size, (int(num_resamples), xa.size))].mean(axis=1)
-            - xb[rng.integers(0, xb.size, (int(num_resamples), xb.size))].mean(axis=1))
+        split = _split_diffs_sampled(pooled, xa.size, num_resamples, rng)
+        p_value = float((1 + np.sum(np.abs(split) >= threshold)) / (1 + num_resamples))
+    boot = (_resampled_means(xa, num_resamples, rng)
+            - _resampled_means(xb, num_resamples, rng))
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     return {"mean_a": float(xa.mean()), "mean_b": float(xb.mean()),
             "sd_a": float(xa.std(ddof=1)), "sd_b": float(xb.std(ddof=1)),
