@@ -30,11 +30,19 @@ class CheckpointError(RuntimeError):
 
 
 def _silence_closed_loop_callbacks() -> None:
-    """When a restore fails, reads still in flight finish on TensorStore threads and try to
-    post their results to Orbax's already closed asyncio loop; Python reports each as an
-    "unraisable" ``RuntimeError('Event loop is closed')`` with a traceback (dozens of them).
-    They are harmless (the failure is reported by :meth:`Checkpointer.restore`), so this
-    process-wide hook drops exactly those and passes every other unraisable on."""
+    """When a restore fails, the other reads of that restore are left behind, and Python
+    reports each of them with a traceback (dozens of them) after the failure itself was
+    reported by :meth:`Checkpointer.restore`:
+
+    - reads still in flight finish on TensorStore threads and try to post their results to
+      Orbax's already closed asyncio loop: an "unraisable" ``RuntimeError('Event loop is
+      closed')``;
+    - reads that failed too but whose task nobody awaited any more are logged by asyncio, when
+      the task is garbage-collected, as "Task exception was never retrieved".
+
+    Both are harmless, so this installs (once per process) an unraisable hook that drops exactly
+    the first and passes every other unraisable on, and a filter on the ``asyncio`` logger that
+    drops exactly the second for Orbax's deserialisation tasks."""
     previous = sys.unraisablehook
     if getattr(previous, "_drops_closed_loop", False):
         return
@@ -47,6 +55,14 @@ def _silence_closed_loop_callbacks() -> None:
 
     hook._drops_closed_loop = True
     sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_drop_orphaned_orbax_reads)
+
+
+def _drop_orphaned_orbax_reads(record: logging.LogRecord) -> bool:
+    """False (drop) for asyncio's report of a never-awaited Orbax deserialisation task."""
+    message = record.getMessage()
+    return not (message.startswith("Task exception was never retrieved")
+                and "orbax/checkpoint" in message and "async_deserialize" in message)
 
 
 def _reason(err: BaseException, limit: int = 160) -> str:
