@@ -3,7 +3,8 @@ utilisation (MFU) on one device, for two configurations:
 
 * ``ml100k``: the ML-100K pretraining step as the real run takes it (``benchmarks/pretrain.py``):
   D = 50, 2 blocks, 1 head (q/k/v width 50), dropout 0.2, rows of width 200, 128 users per step
-  packed first-fit-decreasing into 72 rows (``genrec_jax.data.packing``), 128 sampled negatives
+  packed first-fit-decreasing into 72 rows (``genrec_jax.data.packing``; the widest of the real
+  run's row counts, which gives most batches 56 or 64 rows), 128 sampled negatives
   over 1682 items (table of 1683 rows). Ids and timestamps are synthetic; per-user event counts
   are log-normal with MovieLens 100K's log-mean 4.27 and log-sd 0.88 (at least 20 events), each
   user contributing ``min(events - 2, 200)`` positions, as in the training split. Users that do
@@ -74,6 +75,7 @@ sys.path.insert(1, os.path.dirname(_HERE))
 from absl import app, flags  # noqa: E402
 
 import _common  # noqa: E402
+from experiments import launch  # noqa: E402 (defines --retain_freed_memory)
 
 KINDS = ("hstu", "sasrec")
 PRECISIONS = ("float32", "bf16")
@@ -398,6 +400,7 @@ _PEAK_REPS = flags.DEFINE_integer("peak_reps", 10, "CPU peak micro-benchmark rep
 
 def main(argv):
     del argv
+    retained = launch.retain_memory_if_asked()  # before JAX computes anything
     import jax  # noqa: PLC0415
 
     cpu = jax.devices()[0].platform == "cpu"
@@ -416,7 +419,8 @@ def main(argv):
     report = run(specs, out=_OUT.value, kind=_KIND.value, precision=_PRECISION.value,
                  steps=steps, warmup=_WARMUP.value, peak_n=_PEAK_N.value,
                  peak_reps=_PEAK_REPS.value, note=note,
-                 extra={"large_batch": batch if "large" in specs else None,
+                 extra={"retained_freed_memory": retained,
+                        "large_batch": batch if "large" in specs else None,
                         "large_batch_source": "--large_batch" if _LARGE_BATCH.value else
                         ("CPU default" if cpu else "accelerator default")})
     print(f"{report['figure']['name']} {report['figure']['value']:.1f}")

@@ -5,7 +5,10 @@
 Trains on all but each user's last event for a fixed number of epochs (no epoch picked on the
 test set) and reports the final model's test metrics under two exclusion rules: the whole history
 (ours) and only the input window (`peer_protocol`, the public reference's rule), the most-popular
-baseline, seconds per epoch (steady state, compilation excluded) and the compile time.
+baseline, seconds per epoch (steady state: the steps that compiled are excluded) and the compile
+time (the first step of each packed batch shape, `compiled_shapes` of them). Freed host memory
+is retained for reuse as the launchers do (``genrec_jax.host_allocator``;
+``--noretain_freed_memory`` measures the C library's defaults).
 While it runs it prints stage lines and the training loop's progress lines (loss, steps/s, ETA);
 its last line is the one figure: seconds per epoch.
 """
@@ -22,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from benchmarks._common import config_arg  # noqa: E402
+from experiments import launch  # noqa: E402
 from experiments.configs import pretrain as pretrain_config  # noqa: E402
 from genrec_jax.data.sequences import eval_arrays  # noqa: E402
 from genrec_jax.eval.model_eval import evaluate_model  # noqa: E402
@@ -43,6 +47,7 @@ HEADLINE = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr", "hr@200", "ndcg@200",
 
 def main(argv):
     del argv
+    retained = launch.retain_memory_if_asked()  # --noretain_freed_memory: glibc's defaults
     cfg = pretrain_config.get_config(config_arg(
         _DATASET.value, _DATA_DIR.value, _OVERRIDES.value, epochs=_EPOCHS.value,
         seed=_SEED.value))
@@ -61,8 +66,9 @@ def main(argv):
         popularity={k: pop[k] for k in ("hr@10", "ndcg@10", "hr@50", "mrr")},
         peer_protocol={k: peer[k] for k in PEER_KEYS},
         seconds_per_epoch=metrics["seconds_per_epoch"],
-        compile_seconds=metrics["compile_seconds"],
-        epochs=metrics["epochs"], steps=metrics["steps"], dataset=_DATASET.value,
+        compile_seconds=metrics["compile_seconds"], compiled_shapes=metrics["compiled_shapes"],
+        retained_freed_memory=retained, epochs=metrics["epochs"], steps=metrics["steps"],
+        dataset=_DATASET.value,
         num_users=metrics["num_users"], num_items=metrics["num_items"],
         config="experiments/configs/pretrain.py (ML-1M HSTU: D=50, 2 blocks, 1 head, "
                "max_len 200, 128 negatives, tau 0.05, batch 128, dropout 0.2)")

@@ -96,6 +96,9 @@ def trace_durations(fn, steps: int) -> tuple[dict[str, float], float]:
 def main(argv):
     del argv
     f = flags.FLAGS
+    from genrec_jax.host_allocator import retain_freed_memory  # noqa: PLC0415
+
+    retain_freed_memory()  # as the launchers and benchmarks/pretrain.py run
     import jax  # noqa: PLC0415
 
     from experiments.configs import pretrain as pretrain_config  # noqa: PLC0415

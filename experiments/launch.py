@@ -1,6 +1,6 @@
 """What every launcher does before and after its job.
 
-    launch.setup()                                  # logging, jax.distributed, error lines
+    launch.setup()                                  # allocator, logging, jax.distributed, errors
     launch.prepare(cfg, workdir, "pretrain")        # before anything is written to workdir
 
 :func:`prepare` refuses ``--config.smoke=...`` / ``--config.full=...``, re-validates the config after absl's
@@ -21,6 +21,7 @@ from absl import flags
 
 from experiments.configs.common import ConfigError, validate
 from genrec_jax import sharding
+from genrec_jax.host_allocator import retain_freed_memory
 from genrec_jax.train import workdir as workdir_lib
 from genrec_jax.train.checkpoint import CheckpointError
 
@@ -31,6 +32,13 @@ _COORD = flags.DEFINE_string("coordinator", None,
 _NPROC = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
 _NO_DIST = flags.DEFINE_bool("skip_distributed", False, "Never call jax.distributed.initialize.")
+#: Also read by the CPU benchmarks (benchmarks/pretrain.py, hstu_throughput.py): one definition.
+RETAIN_FREED_MEMORY = flags.DEFINE_bool("retain_freed_memory", True,
+                                        "Keep freed host memory for reuse instead of "
+                                        "unmapping it (genrec_jax.host_allocator: no page "
+                                        "faults on XLA:CPU's per-step buffers; glibc only). "
+                                        "--noretain_freed_memory keeps the C library's "
+                                        "defaults.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Delete what --workdir holds (checkpoints, metrics) and start the "
                                "run again. Without it, a workdir of the same config resumes and "
@@ -45,12 +53,20 @@ HEADLINE = ("hr@10", "ndcg@10", "hr@50", "mrr", "ndcg@10_liked", "judge_score")
 def setup() -> None:
     from absl import logging as absl_logging
 
+    retain_memory_if_asked()
+
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("genrec_jax").setLevel(logging.INFO)
     _install_error_hook()
     sharding.initialize_distributed(coordinator_address=_COORD.value,
                                     num_processes=_NPROC.value, process_id=_PID.value,
                                     skip=_NO_DIST.value)
+
+
+def retain_memory_if_asked() -> bool:
+    """:func:`genrec_jax.host_allocator.retain_freed_memory` unless ``--noretain_freed_memory``;
+    call before JAX computes anything. True when applied."""
+    return bool(RETAIN_FREED_MEMORY.value) and retain_freed_memory()
 
 
 def _install_error_hook() -> None:

@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the ones below):
 
-    0  genrec_jax (the root package), _checks, io, sharding, losses, kernels
+    0  genrec_jax (the root package), _checks, io, host_allocator, sharding, losses, kernels
     1  data
     2  models
     3  eval
@@ -25,7 +25,8 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("genrec_jax", "experiments")
 LAYERS = {
-    "genrec_jax._checks": 0, "genrec_jax.io": 0, "genrec_jax.sharding": 0,
+    "genrec_jax._checks": 0, "genrec_jax.io": 0, "genrec_jax.host_allocator": 0,
+    "genrec_jax.sharding": 0,
     "genrec_jax.losses": 0, "genrec_jax.kernels": 0,
     "genrec_jax.data": 1,
     "genrec_jax.models": 2,

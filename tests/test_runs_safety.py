@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +48,9 @@ def test_fingerprint_ignores_volatile_keys_only():
     for key, value in (("log_every", 7), ("checkpoint_every", 3), ("keep_checkpoints", 9)):
         other = pretrain_config.get_config(f"smoke=True,{key}={value}")
         assert wd.fingerprint(wd.identity(other, "pretrain")) == base, key
-    other = pretrain_config.get_config("smoke=True,eval.batch_size=32")
-    assert wd.fingerprint(wd.identity(other, "pretrain")) == base
+    for arg in ("eval.batch_size=32", "data.pack_shapes=1"):
+        other = pretrain_config.get_config(f"smoke=True,{arg}")
+        assert wd.fingerprint(wd.identity(other, "pretrain")) == base, arg
     for arg in ("seed=1", "epochs=4", "optimizer.learning_rate=0.002", "model.dim=8"):
         other = pretrain_config.get_config(f"smoke=True,{arg}")
         assert wd.fingerprint(wd.identity(other, "pretrain")) != base, arg
@@ -379,6 +381,35 @@ def _toy_run(tmp_path, num_steps, log_every, checkpointer=None, state=None):
     return loop.run(step_fn=step_fn, graphdef=None, state=state, batch_at=batch_at, mesh=mesh,
                     num_steps=num_steps, log_every=log_every, checkpointer=checkpointer,
                     meta={"dataset": "toy"})
+
+
+def test_loop_times_each_batch_shape_first_call_as_compilation():
+    """Two batch shapes: the first step of each is compilation time (here a long fake step),
+    the mean step time is over the other steps only."""
+    mesh = shd.make_mesh(1, 1, devices=jax.devices()[:1])
+    shapes_seen = set()
+
+    def step_fn(graphdef, state, batch):
+        shape = batch["inputs"].shape
+        time.sleep(0.3 if shape not in shapes_seen else 0.01)  # "compiles" once per shape
+        shapes_seen.add(shape)
+        return {"step": state["step"] + 1}, {"loss": jnp.float32(1.0)}
+
+    def batch_at(step):
+        return {"inputs": np.zeros((8 if step % 3 else 4, 4), np.int32)}
+
+    _, _, timing = loop.run(step_fn=step_fn, graphdef=None, state={"step": jnp.int32(0)},
+                            batch_at=batch_at, mesh=mesh, num_steps=9, log_every=100,
+                            verbose=False)
+    assert timing["compiled_shapes"] == 2 and timing["steps_done"] == 9
+    assert 0.6 <= timing["compile_seconds"] < 1.5
+    assert 0.01 <= timing["step_seconds"] < 0.2  # the 7 other steps, not the compiling ones
+    # What compiles is each leaf's path, shape and dtype, nested batches included.
+    sig = loop.batch_signature
+    a = {"x": np.zeros((2, 3), np.int32), "y": {"z": np.float32(1.0)}}
+    assert sig(a) == sig({"x": np.ones((2, 3), np.int32), "y": {"z": np.float32(2.0)}})
+    assert sig(a) != sig({"x": np.zeros((2, 3), np.int64), "y": {"z": np.float32(1.0)}})
+    assert sig(a) != sig({"x": np.zeros((3, 3), np.int32), "y": {"z": np.float32(1.0)}})
 
 
 def test_loop_prints_start_line_progress_once_and_resuming(tmp_path, capsys, caplog):

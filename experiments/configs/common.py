@@ -90,7 +90,7 @@ def finalize(cfg: ml_collections.ConfigDict, arg: str | None,
 
 _MIN_INTS = {  # dotted key: smallest allowed value
     "batch_size": 1, "epochs": 1, "log_every": 1, "checkpoint_every": 1, "keep_checkpoints": 1,
-    "eval.batch_size": 1, "data.max_len": 1, "loss.negatives_share": 1,
+    "eval.batch_size": 1, "data.max_len": 1, "loss.negatives_share": 1, "data.pack_shapes": 1,
 }
 _POSITIVE_FLOATS = ("optimizer.learning_rate",)
 _INTS = ("seed", "num_steps")
@@ -194,12 +194,15 @@ def simulator_block(**overrides) -> ml_collections.ConfigDict:
 
 def data_block(**overrides) -> ml_collections.ConfigDict:
     # pack: several users per row for training (exactly the same computation, less padding).
+    # pack_shapes: at most this many packed-row counts (one compilation each), chosen to
+    # minimise the rows of the run (genrec_jax.data.packing; 1 = every batch as wide as the
+    # widest).
     # rating_scale (dataset=csv only): lo:hi accepts any rating in [lo, hi]; lo:hi:step also
     # requires lo + k·step (data.rating_scale=0.5:5:0.5 half stars, =1:10:1 a 1-10 scale).
     # holdout: events held out per user for test (and for validation): 1 = leave-last-out; k > 1
     # adds the graded multi-target metrics over the k held-out events (genrec_jax.eval.holdout).
     block = dict(max_len=200, min_events=3, validation=False, holdout=1, pack=True,
-                 rating_scale=(1.0, 5.0))
+                 pack_shapes=4, rating_scale=(1.0, 5.0))
     block.update(overrides)
     return ml_collections.ConfigDict(block)
 

@@ -25,10 +25,11 @@ parameters, optimizer state, logits and losses. ``config.json`` in the workdir r
 
 Expected: ``python benchmarks/pretrain.py --dataset=ml-100k --data_dir=../shared/data/ml-100k``
 (these defaults = the public ML-1M HSTU configuration, 60 epochs, seed 0) measured here: HR@10
-0.200, NDCG@10 0.106, HR@50 0.506, MRR 0.096 (whole history excluded); with only the input window
-excluded (the reference's rule) 0.198 / 0.105 / 0.503 / 0.095; most-popular HR@10 0.086;
-4.4 s per epoch on 2 CPU cores (before the relative-bias change; README "Speed"). Over 5 seeds
-(``benchmarks/pretrain_seeds.py``) the input-window HR@10 is 0.197 ± 0.007. The smoke run finishes in about 20 s.
+0.205, NDCG@10 0.107, HR@50 0.496, MRR 0.095 (whole history excluded); with only the input window
+excluded (the reference's rule) 0.204 / 0.106 / 0.493 / 0.093; most-popular HR@10 0.086;
+2.18 s per epoch on the 2-core CPU, compile 21.6 s apart (4 packed-row shapes,
+``data.pack_shapes``; README "Speed"). Over 5 seeds (``benchmarks/pretrain_seeds.py``) the
+input-window HR@10 is 0.197 ± 0.007. The smoke run finishes in about 20 s.
 """
 
 import ml_collections

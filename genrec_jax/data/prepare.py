@@ -40,14 +40,15 @@ class PreparedData:
         return -(-len(self.train["inputs"]) // batch_size)
 
     def train_batcher(self, batch_size: int, seed: int, *, pack: bool = False,
-                      num_steps: int = 0, row_multiple: int = 8):
+                      num_steps: int = 0, row_multiple: int = 8, max_shapes: int = 1):
         """This process's share of deterministic shuffled global batches; with ``pack``, the
-        rows are packed (see ``genrec_jax.data.packing``) for steps ``[0, num_steps)``."""
+        rows are packed (see ``genrec_jax.data.packing``) for steps ``[0, num_steps)`` into at
+        most ``max_shapes`` row counts."""
         kw = dict(batch_size=batch_size, seed=seed, process_index=jax.process_index(),
                   process_count=jax.process_count())
         if pack:
             return PackedBatcher(self.train, num_steps=num_steps, row_multiple=row_multiple,
-                                 **kw)
+                                 max_shapes=max_shapes, **kw)
         return Batcher(self.train, shuffle=True, **kw)
 
 

@@ -1,8 +1,9 @@
 """The training loop shared by pretraining and post-training.
 
-It feeds the batch of each global step (so a resumed run continues at the same data position),
-stops on a non-finite loss naming the step (before any checkpoint of the bad state is written, so
-the last good checkpoint survives), checkpoints every N steps and logs metrics and progress.
+It feeds the batch of each global step (so a resumed run continues at the same data position;
+the host prepares the next batch while the device runs the current step), stops on a non-finite
+loss naming the step (before any checkpoint of the bad state is written, so the last good
+checkpoint survives), checkpoints every N steps and logs metrics and progress.
 
 Printed (process 0, ``verbose``): ``resuming from step N`` when a checkpoint is restored, one
 start line (what runs, the batch shape, the devices), then one progress line every ``log_every``
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import jax
+import numpy as np
 
 from genrec_jax import sharding as shd
 from genrec_jax.train.checkpoint import Checkpointer
@@ -40,6 +42,12 @@ def resume(checkpointer: Checkpointer | None, state, *, verbose: bool = True):
     return state, meta
 
 
+def batch_signature(batch) -> tuple:
+    """What a jitted step compiles for: every leaf's path, shape and dtype."""
+    return tuple((jax.tree_util.keystr(path), np.shape(leaf), str(np.result_type(leaf)))
+                 for path, leaf in jax.tree_util.tree_leaves_with_path(batch))
+
+
 def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], mesh,
         num_steps: int, frozen: Sequence = (), checkpointer: Checkpointer | None = None,
         writer: MetricWriter | None = None, log_every: int = 50, meta: dict | None = None,
@@ -50,9 +58,11 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
     is due at and may stop the run early; a stopped run is checkpointed at the step it stopped
     and trains no further when resumed. Its evaluation time is not part of ``step_seconds``.
 
-    ``timing``: ``first_step_seconds`` (includes compilation) and ``step_seconds`` (mean wall
-    time of the later steps, including batch preparation and the per-step loss check).
-    ``describe`` (a mapping or text) heads the start line; default: ``meta``.
+    ``timing``: ``compile_seconds`` (the wall time of the steps that compiled: the first step
+    of each batch shape, see ``genrec_jax.data.packing``), ``compiled_shapes`` (how many) and
+    ``step_seconds`` (mean wall time of the other steps, including batch preparation, the
+    per-step loss check and checkpoint writes). ``describe`` (a mapping or text) heads the
+    start line; default: ``meta``.
     """
     if int(log_every) < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
@@ -60,19 +70,24 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
     talk = verbose and jax.process_index() == 0
     progress = Progress(num_steps, start, enabled=talk)
     metrics = {}
-    t_start = time.perf_counter()
-    t_first = None
-    t_eval = 0.0  # seconds spent in the monitor's evaluations (excluded from step_seconds)
+    shapes = set()  # batch signatures seen: a new one means this step compiled
+    ahead = None  # (step, host batch) prepared while the previous step ran
+    compile_s = steady_s = 0.0
+    steady_n = 0
     last = start
     for step in range(start, num_steps):
         if monitor is not None and monitor.stopped:
             break
-        host_batch = batch_at(step)
+        t_step = time.perf_counter()
+        host_batch = ahead[1] if ahead is not None and ahead[0] == step else batch_at(step)
         if talk and step == start:
             print(start_line(start=start, total=num_steps, batch=host_batch, mesh=mesh,
                              describe=describe if describe is not None else meta), flush=True)
+        signature = batch_signature(host_batch)
         batch = shd.shard_batch(host_batch, mesh)
         state, metrics = step_fn(graphdef, state, batch, *frozen)
+        # The step runs asynchronously: prepare the next host batch while it does.
+        ahead = (step + 1, batch_at(step + 1)) if step + 1 < num_steps else None
         loss = float(metrics["loss"])
         if not math.isfinite(loss):
             raise NonFiniteLossError(
@@ -80,14 +95,13 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
                 f"checkpoint (step {checkpointer.latest_step if checkpointer else None}) is kept")
         done = step + 1
         progress.step_done(done)
-        if t_first is None:
-            t_first = time.perf_counter()
         last = done
         stop = False
+        t_eval = 0.0
         if monitor is not None:
             t0 = time.perf_counter()
             stop = monitor(done, state, last_step=num_steps)
-            t_eval += time.perf_counter() - t0
+            t_eval = time.perf_counter() - t0
         if checkpointer is not None:
             checkpointer.save(done, state, dict(meta or {}, data_step=done),
                               force=done == num_steps or stop)
@@ -95,16 +109,19 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
             if writer is not None:
                 writer.write(done, jax.device_get(metrics), prefix="train/")
             progress.log(done, loss)
+        seconds = time.perf_counter() - t_step - t_eval
+        if signature in shapes:
+            steady_s, steady_n = steady_s + seconds, steady_n + 1
+        else:
+            shapes.add(signature)
+            compile_s += seconds
         if stop:
             if talk:
                 print(f"early stop at step {done}: no better {monitor.metric} for "
                       f"{monitor.patience} evaluations (best at step {monitor.best_step})",
                       flush=True)
             break
-    t_end = time.perf_counter()
-    later = last - start - 1
-    timing = {"first_step_seconds": (t_first - t_start) if t_first else 0.0,
-              "step_seconds": ((t_end - t_first - t_eval) / later if later > 0
-                               else float("nan")),
+    timing = {"compile_seconds": compile_s, "compiled_shapes": len(shapes),
+              "step_seconds": steady_s / steady_n if steady_n else float("nan"),
               "steps_done": last}
     return state, metrics, timing

@@ -298,7 +298,7 @@ def posttrain(cfg, workdir: str, *, init_dir: str, reward_dir: str | None = None
                   "updates": num_steps * algo.updates_per_step(block),
                   "samples": num_steps * int(cfg.batch_size),
                   "seconds": train_seconds,
-                  "compile_seconds": timing["first_step_seconds"],
+                  "compile_seconds": timing["compile_seconds"],
                   "last": {k: float(v) for k, v in jax.device_get(last).items()},
                   **({"head": {k: float(v) for k, v in jax.device_get(head).items()}}
                      if head else {}),

@@ -77,7 +77,8 @@ def pretrain(cfg, workdir: str, *, data: PreparedData | None = None, verbose: bo
     num_steps = num_steps_for(cfg, steps_per_epoch)
     batcher = data.train_batcher(
         int(cfg.batch_size), int(cfg.seed), pack=bool(cfg.data.pack), num_steps=num_steps,
-        row_multiple=math.lcm(8, mesh.shape[shd.DATA]))
+        row_multiple=math.lcm(8, mesh.shape[shd.DATA]),
+        max_shapes=int(cfg.data.get("pack_shapes", 1)))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(cfg.checkpoint_every),
                         keep=int(cfg.keep_checkpoints))
     state, _ = loop.resume(ckpt, state)
@@ -112,7 +113,8 @@ def pretrain(cfg, workdir: str, *, data: PreparedData | None = None, verbose: bo
     metrics["popularity"] = evaluate_popularity(data)
     done = int(timing["steps_done"])
     metrics.update(steps=done, epochs=done / steps_per_epoch,
-                   compile_seconds=timing["first_step_seconds"],
+                   compile_seconds=timing["compile_seconds"],
+                   compiled_shapes=timing["compiled_shapes"],
                    seconds_per_epoch=timing["step_seconds"] * steps_per_epoch,
                    dataset=str(cfg.dataset),
                    num_users=int(data.dataset.num_users), num_items=int(data.dataset.num_items),

@@ -6,8 +6,9 @@
       rate = (step − s₁) / (t − t₁),    ETA = (total − step) / rate,
 
   where ``s₁`` is the first step finished by this process and ``t₁`` the time it finished, so
-  neither compilation nor a resumed run's earlier steps distort it; until a second step has
-  finished there is no rate (``?``).
+  neither the first compilation nor a resumed run's earlier steps distort it (the compilations
+  of later batch shapes, see ``genrec_jax.data.packing``, are in the rate); until a second step
+  has finished there is no rate (``?``).
 * :class:`Stages`: ``[2/5] seed 1 done in 0:00:31 | elapsed 0:01:02 | ETA 0:01:33`` for
   multi-stage scripts (benchmarks, the comparison pipeline); ETA = elapsed / finished ×
   remaining, which is right for sequential stages and for stages run in parallel.

@@ -37,9 +37,10 @@ CONFIG_FILE = "config.json"
 
 #: Config keys (dotted) that change how a run is logged, saved or evaluated in batches, never
 #: its numbers; they are left out of the fingerprint so that, e.g., logging more often resumes.
-#: ``mesh``: a checkpoint restores onto any mesh (same numbers up to float reassociation).
+#: ``mesh``: a checkpoint restores onto any mesh (same numbers up to float reassociation);
+#: ``data.pack_shapes``: packed-row counts only drop empty rows (the same numbers, likewise).
 VOLATILE_KEYS = ("log_every", "checkpoint_every", "keep_checkpoints", "cache_dir", "download",
-                 "mesh", "eval.batch_size")
+                 "mesh", "eval.batch_size", "data.pack_shapes")
 
 __all__ = ["RUN_FILE", "VOLATILE_KEYS", "WorkdirMismatchError", "describe_differences",
            "fingerprint", "identity", "prepare"]
