@@ -71,7 +71,7 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
     progress = Progress(num_steps, start, enabled=talk)
     metrics = {}
     shapes = set()  # batch signatures seen: a new one means this step compiled
-    ahead = None  # (step, host batch) prepared while the previous step ran
+    ahead = None  # this step's host batch, prepared while the previous step ran
     compile_s = steady_s = 0.0
     steady_n = 0
     last = start
@@ -79,7 +79,7 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
         if monitor is not None and monitor.stopped:
             break
         t_step = time.perf_counter()
-        host_batch = ahead[1] if ahead is not None and ahead[0] == step else batch_at(step)
+        host_batch = ahead if ahead is not None else batch_at(step)
         if talk and step == start:
             print(start_line(start=start, total=num_steps, batch=host_batch, mesh=mesh,
                              describe=describe if describe is not None else meta), flush=True)
@@ -87,7 +87,7 @@ def run(*, step_fn: Callable, graphdef, state, batch_at: Callable[[int], dict], 
         batch = shd.shard_batch(host_batch, mesh)
         state, metrics = step_fn(graphdef, state, batch, *frozen)
         # The step runs asynchronously: prepare the next host batch while it does.
-        ahead = (step + 1, batch_at(step + 1)) if step + 1 < num_steps else None
+        ahead = batch_at(step + 1) if step + 1 < num_steps else None
         loss = float(metrics["loss"])
         if not math.isfinite(loss):
             raise NonFiniteLossError(
